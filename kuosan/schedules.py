@@ -94,13 +94,13 @@ class Schedule:
         return self.log_snr(t).exp()
 
     def t_from_log_snr(self, lam: Tensor | float) -> Tensor:
-        """Inverse of log_snr on [1, T] (λ is strictly decreasing in t), exact at integer t."""
+        """Inverse of log_snr on [0, T] (λ is strictly decreasing in t), exact at integer t."""
         lam = torch.as_tensor(lam)
         out_dtype = lam.dtype if lam.is_floating_point() else torch.float32
-        # Between integers log ᾱ is linear in t, so invert through log ᾱ = log sigmoid(λ) on t = 1..T
-        # (reversed so that it increases); λ(0) = inf is excluded.
-        t_grid = torch.arange(self.T, 0, -1, dtype=torch.float64, device=lam.device)
-        la_grid = self._log_ab[1:].flip(0).to(lam.device)
+        # Between integers log ᾱ is linear in t, so invert through log ᾱ = log sigmoid(λ) on the whole
+        # grid t = 0..T (reversed so that log ᾱ increases); λ = +inf maps to t = 0.
+        t_grid = torch.arange(self.T, -1, -1, dtype=torch.float64, device=lam.device)
+        la_grid = self._log_ab.flip(0).to(lam.device)
         la = -torch.nn.functional.softplus(-lam.to(torch.float64))
         return _interp(la, la_grid, t_grid).to(out_dtype)
 

@@ -1,0 +1,310 @@
+"""The training loop (Ho et al. 2020 Algorithm 1): AdamW with warm-up and cosine decay, clipping before
+the optimizer step, EMA with warm-up, optional bf16 autocast, DDP under torchrun, exact resume.
+
+Randomness is a pure function of (seed, step): each step draws its batch indices, timesteps and noise
+for the *global* batch from a generator seeded with (seed, step) and each process takes its slice. So a
+resumed run continues bit-for-bit, and N DDP processes train the same model as one process would.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from .checkpoint import load_checkpoint, load_weights, save_checkpoint
+from .config import Config, from_dict, to_toml
+from .data import Dataset, load_dataset, split
+from .denoiser import NetDenoiser
+from .losses import diffusion_loss
+from .nets import MLP, MLPConfig, UNet, UNetConfig
+from .samplers import ddim, uniform_grid
+from .schedules import Schedule, make_schedule
+from .viz import plot_loss, save_samples
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. the loss stays non-finite); the last good checkpoint is kept."""
+
+
+def make_schedule_from(cfg: Config) -> Schedule:
+    kw = {"beta_start": cfg.beta_start, "beta_end": cfg.beta_end} if cfg.schedule == "linear" else {}
+    return make_schedule(cfg.schedule, cfg.T, **kw)
+
+
+def data_meta(ds: Dataset) -> dict[str, Any]:
+    """What a checkpoint must know of its data to rebuild the network and sample: shape, kind, classes."""
+    return {"kind": ds.kind, "shape": list(ds.x.shape[1:]), "num_classes": ds.num_classes, "name": ds.name,
+            "bits": ds.bits}
+
+
+def build_net(cfg: Config, meta: dict[str, Any]) -> nn.Module:
+    """U-Net for images (C, H, W), MLP for vectors (D,), per cfg.model."""
+    shape, kind = meta["shape"], cfg.model
+    if kind == "auto":
+        kind = "unet" if meta["kind"] == "image" else "mlp"
+    ncls = meta["num_classes"] if cfg.class_cond else 0
+    if kind == "unet":
+        if len(shape) != 3:
+            raise ValueError(f"the unet needs image data (C, H, W), got samples of shape {tuple(shape)}")
+        return UNet(UNetConfig(in_channels=shape[0], channels=cfg.channels, channel_mult=tuple(cfg.channel_mult),
+                               num_res_blocks=cfg.num_res_blocks, attn_resolutions=tuple(cfg.attn_resolutions),
+                               dropout=cfg.dropout, num_classes=ncls, image_size=shape[-1]))
+    dim = math.prod(shape)
+    return MLP(MLPConfig(dim=dim, hidden=cfg.mlp_hidden, depth=cfg.mlp_depth, dropout=cfg.dropout, num_classes=ncls))
+
+
+class MLPFlat(nn.Module):
+    """Lets the MLP serve data of any per-sample shape by flattening (B, *D) -> (B, prod D) and back."""
+
+    def __init__(self, mlp: nn.Module):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        return self.mlp(x.flatten(1), t, y).reshape(x.shape)
+
+
+class EMA:
+    """Exponential moving average of parameters and buffers, decay warmed up as min(d, (1+n)/(10+n))."""
+
+    def __init__(self, model: nn.Module, decay: float, warmup: bool = True):
+        self.decay, self.warmup = decay, warmup
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, n_updates: int) -> None:
+        d = min(self.decay, (1 + n_updates) / (10 + n_updates)) if self.warmup else self.decay
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.float(), 1 - d)
+            else:
+                self.shadow[k].copy_(v)
+
+    def copy_to(self, model: nn.Module) -> None:
+        model.load_state_dict({k: v.to(model.state_dict()[k].dtype) for k, v in self.shadow.items()})
+
+
+def lr_at(cfg: Config, step: int) -> float:
+    """Linear warm-up to cfg.lr over cfg.warmup steps, then cosine decay to cfg.min_lr at cfg.steps."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def _device(cfg: Config, local_rank: int) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for, but CUDA is not available")
+    return torch.device(f"cuda:{local_rank}") if dev.type == "cuda" and dev.index is None else dev
+
+
+@torch.no_grad()
+def sample_preview(denoiser: NetDenoiser, meta: dict[str, Any], n: int, steps: int, seed: int,
+                   device: torch.device) -> Tensor:
+    """n samples with DDIM (η = 0, trailing grid) from a fixed seed; (n, *shape) on the CPU."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn((n, *meta["shape"]), generator=g).to(device)
+    out = ddim(denoiser, x, uniform_grid(denoiser.schedule.T, min(steps, denoiser.schedule.T), "trailing"))
+    return out.cpu()
+
+
+def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str, Any] | None = None,
+          stop_at: int | None = None, progress: bool = True) -> Path:
+    """Train per cfg (or continue the run at ``resume``); returns the run folder."""
+    ckpt = None
+    if resume is not None:
+        ckpt = load_checkpoint(resume)
+        cfg = from_dict({**ckpt.config, **(overrides or {})}, where=f"checkpoint {ckpt.path}")
+    cfg.validate()
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    device = _device(cfg, local_rank)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} is not divisible by the {world} processes")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+
+    ds = load_dataset(cfg.data, n=cfg.n_data, seed=cfg.seed)
+    if cfg.class_cond and ds.num_classes == 0:
+        raise ValueError(f"class_cond needs labels, but data set {cfg.data!r} has none")
+    train_ds, val_ds = split(ds, cfg.val_fraction, cfg.seed)
+    meta = data_meta(ds)
+    sched = make_schedule_from(cfg)
+    net = build_net(cfg, meta)
+    if isinstance(net, MLP):
+        net = MLPFlat(net)
+    net.to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    ema = EMA(net, cfg.ema_decay, cfg.ema_warmup)
+    start = 0
+    run_dir = Path(cfg.out or f"runs/{Path(cfg.data).name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if ckpt is not None:
+        load_weights(net, ckpt.model, f"checkpoint {ckpt.path}")
+        if ckpt.ema is not None:
+            ema.shadow = {k: v.float().to(device) for k, v in ckpt.ema.items()}
+        if ckpt.optim is not None:
+            opt.load_state_dict(ckpt.optim)
+        start = int(ckpt.state["step"])
+        run_dir = Path(ckpt.path).parent.parent if not (overrides or {}).get("out") else run_dir
+    ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
+    train_net = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    trainer = NetDenoiser(train_net, sched, cfg.target)  # .raw(x_t, t) calls the (DDP) network
+    ema_net = build_net(cfg, meta)
+    ema_net = (MLPFlat(ema_net) if isinstance(ema_net, MLP) else ema_net).to(device).eval()
+    ema_den = NetDenoiser(ema_net, sched, cfg.target)
+
+    X, Y = train_ds.x.to(device), (train_ds.y.to(device) if train_ds.y is not None else None)
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    is_main = rank == 0
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(to_toml(cfg))
+    log_path = run_dir / "log.csv"
+    fields_ = ["step", "loss", "lr", "grad_norm", "val_loss", "samples_per_s", "elapsed_s"]
+    if is_main and (start == 0 or not log_path.exists()):
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(fields_)
+
+    def save(step: int) -> None:
+        if is_main:
+            save_checkpoint(run_dir, step, asdict(cfg), {"data": meta, "world_size": world}, net.state_dict(),
+                            ema.shadow, opt.state_dict())
+
+    def val_loss() -> float:
+        if len(val_ds.x) == 0:
+            return float("nan")
+        ema.copy_to(ema_net)
+        g = torch.Generator().manual_seed(cfg.seed + 12345)  # the same t and noise at every evaluation
+        x0 = val_ds.x[:512]
+        t = torch.randint(1, sched.T + 1, (len(x0),), generator=g)
+        eps = torch.randn(x0.shape, generator=g)
+        y = val_ds.y[:512].to(device) if (cfg.class_cond and val_ds.y is not None) else None
+        with torch.no_grad():
+            return diffusion_loss(ema_den.raw, sched, x0.to(device), target=cfg.target, loss_type=cfg.loss,
+                                  weighting=cfg.weighting, gamma=cfg.min_snr_gamma, t=t.to(device),
+                                  eps=eps.to(device), cond={"y": y} if y is not None else None).mean().item()
+
+    def preview(step: int) -> None:
+        ema.copy_to(ema_net)
+        x = sample_preview(ema_den, meta, cfg.n_samples, cfg.sample_steps, cfg.seed, device)
+        save_samples(x, run_dir / "samples.png", reference=ds.x[:2000] if ds.kind == "vector" else None)
+        if cfg.sample_every:
+            (run_dir / "samples").mkdir(exist_ok=True)
+            save_samples(x, run_dir / "samples" / f"step_{step:07d}.png")
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start, end), initial=start, total=end, disable=not (progress and is_main), desc="training",
+               dynamic_ncols=True)
+    local_b = cfg.batch_size // world
+    acc, acc_n, gn, bad, t0, last_t, last_step = 0.0, 0, 0.0, 0, time.time(), time.time(), start
+    interrupted: list[bool] = []
+    old_handler = None
+    if world == 1 and threading.current_thread() is threading.main_thread():
+        # Ctrl-C finishes the current step, saves, and stops: nothing is lost, nothing half-applied.
+        old_handler = signal.signal(signal.SIGINT, lambda *_: interrupted.append(True))
+    try:
+        for step in bar:
+            g = step_generator(cfg.seed, step)
+            idx = torch.randint(len(X), (cfg.batch_size,), generator=g)[rank * local_b:(rank + 1) * local_b]
+            t = torch.randint(1, sched.T + 1, (cfg.batch_size,), generator=g)[rank * local_b:(rank + 1) * local_b]
+            eps = torch.randn((cfg.batch_size, *X.shape[1:]), generator=g)[rank * local_b:(rank + 1) * local_b]
+            drop = torch.rand(cfg.batch_size, generator=g)[rank * local_b:(rank + 1) * local_b] < cfg.p_uncond
+            torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)  # dropout masks
+            idx, t, eps = idx.to(device), t.to(device), eps.to(device)
+            cond = None
+            if cfg.class_cond:
+                cond = {"y": torch.where(drop.to(device), ds.num_classes, Y[idx])}
+            net.train()
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss = diffusion_loss(trainer.raw, sched, X[idx], target=cfg.target, loss_type=cfg.loss,
+                                      weighting=cfg.weighting, gamma=cfg.min_snr_gamma, t=t, eps=eps, cond=cond).mean()
+            loss_val = loss.detach().clone()
+            if world > 1:
+                dist.all_reduce(loss_val)
+                loss_val /= world
+            ok = bool(torch.isfinite(loss_val))
+            if ok:
+                loss.backward()
+                gnorm = nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+                ok = bool(torch.isfinite(gnorm))  # clipped *before* the step (seed 000 clips after it)
+            if not ok:
+                opt.zero_grad(set_to_none=True)
+                bad += 1
+                tqdm.write(f"step {step}: non-finite loss or gradient ({loss_val.item()}); update skipped")
+                if bad >= 10:
+                    raise TrainingError(f"loss non-finite for {bad} steps in a row at step {step}; "
+                                        f"last good checkpoint kept in {run_dir / 'checkpoints'}")
+                continue
+            bad = 0
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            ema.update(net, step)
+            acc, acc_n, gn = acc + loss_val.item(), acc_n + 1, gn + float(gnorm)
+            done = step + 1
+            if is_main and (done % cfg.log_every == 0 or done == end):
+                now = time.time()
+                rate = (done - last_step) * cfg.batch_size / max(now - last_t, 1e-9)
+                vl = val_loss() if (done % cfg.val_every == 0 or done == end) else None
+                with open(log_path, "a", newline="") as f:
+                    csv.writer(f).writerow([done, f"{acc / acc_n:.6g}", f"{lr_at(cfg, step):.6g}", f"{gn / acc_n:.4g}",
+                                            "" if vl is None else f"{vl:.6g}", f"{rate:.1f}", f"{now - t0:.2f}"])
+                bar.set_postfix(loss=f"{acc / acc_n:.4f}", img_s=f"{rate:.0f}")
+                acc, acc_n, gn, last_t, last_step = 0.0, 0, 0.0, now, done
+            if is_main and cfg.sample_every and done % cfg.sample_every == 0 and done != end:
+                preview(done)
+            if interrupted:
+                save(done)
+                raise KeyboardInterrupt(f"interrupted; saved a checkpoint at step {done} in {run_dir}")
+            if done % cfg.ckpt_every == 0 and done != end:
+                save(done)
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGINT, old_handler)
+    bar.close()
+    save(end)
+    if is_main:
+        plot_loss(log_path, run_dir / "loss.png")
+        preview(end)
+    if world > 1:
+        dist.barrier()
+    return run_dir
+
+
+def load_denoiser(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
+                  ) -> tuple[NetDenoiser, dict[str, Any], Config]:
+    """Rebuild the trained denoiser of a run or checkpoint folder (EMA weights by default), in eval mode."""
+    ckpt = load_checkpoint(path, with_optim=False)
+    cfg = from_dict(ckpt.config, where=f"checkpoint {ckpt.path}").validate()
+    meta = ckpt.state.get("data")
+    if not isinstance(meta, dict) or "shape" not in meta:
+        raise ValueError(f"checkpoint {ckpt.path} does not record its data shape")
+    net = build_net(cfg, meta)
+    net = MLPFlat(net) if isinstance(net, MLP) else net
+    weights = ckpt.ema if (use_ema and ckpt.ema is not None) else ckpt.model
+    load_weights(net, {k: v.to(net.state_dict()[k].dtype) if k in net.state_dict() else v
+                       for k, v in weights.items()}, f"checkpoint {ckpt.path}")
+    net.to(device).eval()
+    return NetDenoiser(net, make_schedule_from(cfg), cfg.target), meta, cfg
