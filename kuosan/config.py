@@ -36,7 +36,7 @@ class Config:
     class_cond: bool = False  # train a class-conditional model (labels needed) with label dropout
     p_uncond: float = 0.1  # probability of the null label, for classifier-free guidance
     # diffusion
-    schedule: str = "cosine"
+    schedule: str = "linear"
     T: int = 1000
     beta_start: float = 1e-4  # linear schedule only
     beta_end: float = 0.02

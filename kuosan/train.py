@@ -150,6 +150,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
     train_ds, val_ds = split(ds, cfg.val_fraction, cfg.seed)
     meta = data_meta(ds)
     sched = make_schedule_from(cfg)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every process and every run of this seed
     net = build_net(cfg, meta)
     if isinstance(net, MLP):
         net = MLPFlat(net)

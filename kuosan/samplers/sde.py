@@ -32,7 +32,8 @@ def check_grid(ts: Tensor, T: int) -> None:
 def beta(sched: Schedule, t: float) -> float:
     """β(t) = -d log ᾱ/dt: log ᾱ is linear on each [k-1, k], so the slope of the interval a reverse step enters."""
     k = min(max(math.ceil(t), 1), sched.T)
-    return float(sched.log_alpha_bar(float(k - 1)) - sched.log_alpha_bar(float(k)))
+    la = sched.log_alpha_bar(torch.tensor([k - 1.0, k], dtype=torch.float64))  # float64: a Python float would give float32
+    return float(la[0] - la[1])
 
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
