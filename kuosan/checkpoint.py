@@ -34,6 +34,7 @@ class Checkpoint:
     model: dict[str, Tensor]
     ema: dict[str, Tensor] | None
     optim: dict[str, Tensor] | None
+    extra: dict[str, Tensor]  # other training-state tensors (e.g. the importance sampler's loss history)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -76,7 +77,8 @@ def optim_from_flat(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[st
 
 def save_checkpoint(run_dir: str | Path, step: int, config: dict[str, Any], state: dict[str, Any],
                     model: dict[str, Tensor], ema: dict[str, Tensor] | None = None,
-                    optim: dict[str, Any] | None = None, keep: int = 2) -> Path:
+                    optim: dict[str, Any] | None = None, extra: dict[str, Tensor] | None = None,
+                    keep: int = 2) -> Path:
     """Write checkpoints/step_<step> atomically, point ``latest`` at it, keep the newest ``keep``."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -88,6 +90,8 @@ def save_checkpoint(run_dir: str | Path, step: int, config: dict[str, Any], stat
     save_file(cpu(model), str(tmp / "model.safetensors"))
     if ema is not None:
         save_file(cpu(ema), str(tmp / "ema.safetensors"))
+    if extra:
+        save_file(cpu(extra), str(tmp / "extra.safetensors"))
     state = dict(state, format=FORMAT, step=step)
     if optim is not None:
         tensors, meta = optim_to_flat(optim)
@@ -140,12 +144,13 @@ def load_checkpoint(path: str | Path, *, with_optim: bool = True) -> Checkpoint:
     try:
         model = load_file(str(p / "model.safetensors"))
         ema = load_file(str(p / "ema.safetensors")) if (p / "ema.safetensors").is_file() else None
+        extra = load_file(str(p / "extra.safetensors")) if (p / "extra.safetensors").is_file() else {}
         optim = None
         if with_optim and (p / "optim.safetensors").is_file() and "optim" in state:
             optim = optim_from_flat(load_file(str(p / "optim.safetensors")), state["optim"])
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"checkpoint {str(p)!r} has corrupt weights: {e}") from None
-    return Checkpoint(p, config, state, model, ema, optim)
+    return Checkpoint(p, config, state, model, ema, optim, extra)
 
 
 def load_weights(module: torch.nn.Module, weights: dict[str, Tensor], what: str) -> None:

@@ -1,4 +1,4 @@
-"""Command line: ``kuosan train``, ``kuosan sample``. Bad input gives one line on stderr and exit code 2."""
+"""Command line: ``kuosan train``, ``kuosan sample``, ``kuosan nll``. Bad input gives one line on stderr and exit code 2."""
 
 from __future__ import annotations
 
@@ -46,6 +46,23 @@ def _sample_parser(sub: Any) -> None:
     p.add_argument("--out", default="samples.png", help=".png grid or .npz arrays")
 
 
+def _nll_parser(sub: Any) -> None:
+    p = sub.add_parser("nll", help="negative log-likelihood (bits/dim) of a trained model on its data")
+    p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
+    p.add_argument("--method", default="vlb", help="vlb (variational bound) or ode (probability-flow ODE)")
+    p.add_argument("--variance", default="beta", help="vlb: beta_tilde, beta, learned_range or analytic")
+    p.add_argument("--n", type=int, default=256, help="number of data examples")
+    p.add_argument("--t-samples", type=int, default=None, help="vlb: sample K timesteps (unbiased) instead of all T")
+    p.add_argument("--bits", default="auto", help="bit depth of the discretised decoder; auto: the data's; none")
+    p.add_argument("--probes", type=int, default=1, help="ode: Hutchinson probes (see --exact-trace)")
+    p.add_argument("--exact-trace", action="store_true", help="ode: exact divergence (small dimensions)")
+    p.add_argument("--analytic-n", type=int, default=128, help="analytic variance: data for the Γ table")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--device", default="cpu")
+
+
 def _train(args: argparse.Namespace) -> int:
     from .train import train
 
@@ -66,7 +83,7 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from .samplers import SAMPLERS, sample
-    from .train import load_denoiser
+    from .model import load_denoiser
     from .viz import save_samples
 
     if args.n < 1 or args.batch_size < 1:
@@ -88,6 +105,60 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _nll(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import load_dataset
+    from .likelihood import ode_nll, vlb
+    from .model import load_denoiser
+    from .variance import VARIANCE_KINDS, estimate_analytic_table
+
+    if args.method not in ("vlb", "ode"):
+        raise ConfigError(f"unknown method {args.method!r}; choose vlb or ode")
+    if args.variance not in VARIANCE_KINDS:
+        raise ConfigError(f"unknown variance {args.variance!r}; choose one of {', '.join(VARIANCE_KINDS)}")
+    if args.n < 1 or args.batch_size < 1 or args.analytic_n < 1:
+        raise ConfigError("--n, --batch-size and --analytic-n must be positive")
+    if args.probes < 1:
+        raise ConfigError(f"--probes must be a positive integer, got {args.probes}")
+    D, meta, cfg = load_denoiser(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    bits = meta.get("bits") if args.bits == "auto" else None if args.bits.lower() == "none" else int(args.bits)
+    data = load_dataset(cfg.data, n=args.n + args.analytic_n, seed=args.seed + 1).x.to(args.device)
+    x, calib = data[: args.n], data[args.n:]
+    g = torch.Generator(device=args.device).manual_seed(args.seed)
+    T = D.schedule.T
+    if args.method == "vlb":
+        kw: dict[str, Any] = {}
+        if args.variance == "analytic":  # Bao et al. 2022: Γ_t from the model on held-out data
+            kw["analytic_table"] = estimate_analytic_table(
+                D, calib, D.schedule, torch.arange(1, T + 1, dtype=torch.float64), generator=g,
+                half_range=1.0 if meta["kind"] == "image" else None)
+        if args.variance == "learned_range":
+            C = x.shape[1]
+            kw["net_variance"] = lambda xt, t: D.raw(xt, t)[:, C:]
+        rows = []
+        for xb in x.split(args.batch_size):
+            rows.append(vlb(D, xb, variance=args.variance, bits=bits, t_samples=args.t_samples, generator=g,
+                            max_batch=4096, **kw))
+        per = torch.cat([r.per_sample_bpd for r in rows])
+        w = [len(r.per_sample_bpd) / len(per) for r in rows]
+        parts = {k: sum(wi * getattr(r, k) for wi, r in zip(w, rows)) for k in ("prior_bpd", "diffusion_bpd",
+                                                                                   "decoder_bpd")}
+        print(f"vlb ({args.variance}, bits={bits}, {'all T' if args.t_samples is None else args.t_samples} "
+              f"timesteps, n={len(per)}): {per.mean():.4f} ± {per.std() / len(per) ** 0.5:.4f} bits/dim")
+        print(f"  L_T (prior) {parts['prior_bpd']:.4f}   sum L_t-1 {parts['diffusion_bpd']:.4f}   "
+              f"L_0 (decoder) {parts['decoder_bpd']:.4f}")
+        return 0
+    res = [ode_nll(D, xb, probes=None if args.exact_trace else args.probes, dequantise_bits=bits, generator=g)
+           for xb in x.split(args.batch_size)]
+    per = torch.cat([r.per_sample_bpd for r in res])
+    pv = sum(r.probe_var for r in res) / len(res)
+    print(f"ode ({'exact trace' if args.exact_trace else f'{args.probes} probes'}, dequantised bits={bits}, "
+          f"n={len(per)}): {per.mean():.4f} ± {per.std() / len(per) ** 0.5:.4f} bits/dim; "
+          f"probe variance {pv:.4g}; NFE {sum(r.nfe for r in res)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoint import CheckpointError
     from .data import DataError
@@ -97,12 +168,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     _train_parser(sub)
     _sample_parser(sub)
+    _nll_parser(sub)
     try:
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()
             return 2
-        return {"train": _train, "sample": _sample}[args.command](args)
+        return {"train": _train, "sample": _sample, "nll": _nll}[args.command](args)
     except (ConfigError, DataError, CheckpointError, TrainingError, ValueError, FileNotFoundError) as e:
         print(f"kuosan: error: {e}", file=sys.stderr)
         return 2

@@ -44,6 +44,9 @@ class Config:
     loss: str = "l2"
     weighting: str = "none"
     min_snr_gamma: float = 5.0
+    learn_variance: bool = False  # improved DDPM: the network also outputs v for σ² (learned range)
+    hybrid_lambda: float = 0.001  # weight of L_vlb in the hybrid loss (with learn_variance)
+    importance_sampling: bool = False  # sample t ∝ sqrt(E[L_vlb,t²]) (with learn_variance)
     # network
     model: ModelKind = "auto"  # auto: unet for images, mlp for vectors
     channels: int = 32
@@ -104,6 +107,9 @@ class Config:
         need(self.lr > 0 and math.isfinite(self.lr), f"lr must be a positive number, got {self.lr}")
         need(0 <= self.min_lr <= self.lr, f"min_lr must be in [0, lr], got {self.min_lr}")
         need(self.grad_clip >= 0, f"grad_clip must be >= 0 (0 disables), got {self.grad_clip}")
+        need(self.hybrid_lambda >= 0, f"hybrid_lambda must be >= 0, got {self.hybrid_lambda}")
+        need(not self.importance_sampling or self.learn_variance,
+             "importance_sampling samples t by the L_vlb history, so it needs learn_variance = true")
         need(self.min_snr_gamma > 0, f"min_snr_gamma must be positive, got {self.min_snr_gamma}")
         need(len(self.channel_mult) > 0 and all(m > 0 for m in self.channel_mult),
              f"channel_mult must be positive integers, got {self.channel_mult}")

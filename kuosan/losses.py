@@ -7,14 +7,15 @@ so "vlb" gives the true variational-bound term whatever the network predicts:
 
 from __future__ import annotations
 
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .forward import expand, q_sample, v_target
+from .forward import expand, q_sample, to_x0, v_target
 from .schedules import Schedule
+from .variance import hybrid_vlb_term
 
 LossType = Literal["l2", "l1", "huber"]
 Weighting = Literal["none", "vlb", "min_snr"]
@@ -68,28 +69,45 @@ def distance(pred: Tensor, target: Tensor, loss_type: str, huber_delta: float = 
     return d.flatten(1).mean(1)
 
 
+class LossTerms(NamedTuple):
+    total: Tensor  # (B,) per-sample loss to average and back-propagate
+    vlb: Tensor | None  # (B,) the hybrid loss's L_vlb term in nats/dim (detached), None without one
+
+
 def diffusion_loss(net_fn: Any, sched: Schedule, x0: Tensor, *, target: str = "eps", loss_type: str = "l2",
                    weighting: str = "none", gamma: float = 5.0, t: Tensor | None = None, eps: Tensor | None = None,
-                   generator: torch.Generator | None = None, cond: dict[str, Any] | None = None) -> Tensor:
+                   generator: torch.Generator | None = None, cond: dict[str, Any] | None = None,
+                   hybrid_lambda: float = 0.0, bits: int | None = None) -> LossTerms:
     """Ho et al. Algorithm 1 with a weighting: t ~ U{1..T}, x_t = α x_0 + σ ε, loss on the network's target.
 
-    net_fn(x_t, t) returns the raw prediction (B, C, ...); returns per-sample losses (B,).
+    net_fn(x_t, t) returns the raw prediction (B, C, ...), or (B, 2C, ...) with a learned variance v in the
+    second half; then ``hybrid_lambda`` > 0 adds λ·L_vlb (Nichol & Dhariwal 2021 §3.1, λ = 0.001), which
+    trains v only (the mean is stopped inside the term).
     """
-    B = x0.shape[0]
+    B, C = x0.shape[0], x0.shape[1]
     if t is None:
         t = torch.randint(1, sched.T + 1, (B,), device=x0.device, generator=generator)
     if eps is None:
         eps = torch.randn(x0.shape, device=x0.device, dtype=x0.dtype, generator=generator)
     x_t = q_sample(sched, x0, t, eps)
-    pred = net_fn(x_t, t.to(torch.float32), **(cond or {}))[:, : x0.shape[1]]
+    raw = net_fn(x_t, t.to(torch.float32), **(cond or {}))
+    pred = raw[:, :C]
+    a, s = expand(sched.alpha(t), x0), expand(sched.sigma(t), x0)
     if target == "eps":
         y = eps
     elif target == "x0":
         y = x0
     elif target == "v":
-        y = v_target(x0, eps, expand(sched.alpha(t), x0), expand(sched.sigma(t), x0))
+        y = v_target(x0, eps, a, s)
     else:
         raise ValueError(f"unknown target {target!r}; choose eps, x0 or v")
-    w = eps_weight(sched, t, weighting, gamma) * target_scale(sched, t, target) if weighting != "none" else None
     loss = distance(pred.float(), y.float(), loss_type)
-    return loss if w is None else loss * w.to(loss.dtype)
+    if weighting != "none":
+        loss = loss * (eps_weight(sched, t, weighting, gamma) * target_scale(sched, t, target)).to(loss.dtype)
+    if hybrid_lambda <= 0:
+        return LossTerms(loss, None)
+    if raw.shape[1] != 2 * C:
+        raise ValueError("the hybrid loss needs a network with a learned variance (2x output channels)")
+    x0_hat = to_x0(pred.float(), target, x_t.float(), a.float(), s.float())
+    vlb = hybrid_vlb_term(sched, x0.float(), x_t.float(), t, x0_hat, raw[:, C:].float(), bits=bits)
+    return LossTerms(loss + hybrid_lambda * vlb, vlb.detach())

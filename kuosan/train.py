@@ -24,55 +24,19 @@ from torch import Tensor, nn
 
 from .checkpoint import load_checkpoint, load_weights, save_checkpoint
 from .config import Config, from_dict, to_toml
-from .data import Dataset, load_dataset, split
+from .data import load_dataset, split
 from .denoiser import NetDenoiser
 from .losses import diffusion_loss
-from .nets import MLP, MLPConfig, UNet, UNetConfig
+from .model import build_net, data_meta, load_denoiser, make_schedule_from
 from .samplers import ddim, uniform_grid
-from .schedules import Schedule, make_schedule
+from .variance import ImportanceTimesteps
 from .viz import plot_loss, save_samples
+
+__all__ = ["EMA", "TrainingError", "load_denoiser", "lr_at", "train"]
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. the loss stays non-finite); the last good checkpoint is kept."""
-
-
-def make_schedule_from(cfg: Config) -> Schedule:
-    kw = {"beta_start": cfg.beta_start, "beta_end": cfg.beta_end} if cfg.schedule == "linear" else {}
-    return make_schedule(cfg.schedule, cfg.T, **kw)
-
-
-def data_meta(ds: Dataset) -> dict[str, Any]:
-    """What a checkpoint must know of its data to rebuild the network and sample: shape, kind, classes."""
-    return {"kind": ds.kind, "shape": list(ds.x.shape[1:]), "num_classes": ds.num_classes, "name": ds.name,
-            "bits": ds.bits}
-
-
-def build_net(cfg: Config, meta: dict[str, Any]) -> nn.Module:
-    """U-Net for images (C, H, W), MLP for vectors (D,), per cfg.model."""
-    shape, kind = meta["shape"], cfg.model
-    if kind == "auto":
-        kind = "unet" if meta["kind"] == "image" else "mlp"
-    ncls = meta["num_classes"] if cfg.class_cond else 0
-    if kind == "unet":
-        if len(shape) != 3:
-            raise ValueError(f"the unet needs image data (C, H, W), got samples of shape {tuple(shape)}")
-        return UNet(UNetConfig(in_channels=shape[0], channels=cfg.channels, channel_mult=tuple(cfg.channel_mult),
-                               num_res_blocks=cfg.num_res_blocks, attn_resolutions=tuple(cfg.attn_resolutions),
-                               dropout=cfg.dropout, num_classes=ncls, image_size=shape[-1]))
-    dim = math.prod(shape)
-    return MLP(MLPConfig(dim=dim, hidden=cfg.mlp_hidden, depth=cfg.mlp_depth, dropout=cfg.dropout, num_classes=ncls))
-
-
-class MLPFlat(nn.Module):
-    """Lets the MLP serve data of any per-sample shape by flattening (B, *D) -> (B, prod D) and back."""
-
-    def __init__(self, mlp: nn.Module):
-        super().__init__()
-        self.mlp = mlp
-
-    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
-        return self.mlp(x.flatten(1), t, y).reshape(x.shape)
 
 
 class EMA:
@@ -152,11 +116,10 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
     sched = make_schedule_from(cfg)
     torch.manual_seed(cfg.seed)  # the same initial weights on every process and every run of this seed
     net = build_net(cfg, meta)
-    if isinstance(net, MLP):
-        net = MLPFlat(net)
     net.to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     ema = EMA(net, cfg.ema_decay, cfg.ema_warmup)
+    imp = ImportanceTimesteps(cfg.T) if cfg.importance_sampling else None
     start = 0
     run_dir = Path(cfg.out or f"runs/{Path(cfg.data).name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if ckpt is not None:
@@ -165,13 +128,15 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
             ema.shadow = {k: v.float().to(device) for k, v in ckpt.ema.items()}
         if ckpt.optim is not None:
             opt.load_state_dict(ckpt.optim)
+        if imp is not None and "imp_losses" in ckpt.extra:
+            imp.losses, imp.count = ckpt.extra["imp_losses"], ckpt.extra["imp_count"]
         start = int(ckpt.state["step"])
         run_dir = Path(ckpt.path).parent.parent if not (overrides or {}).get("out") else run_dir
     ema.shadow = {k: v.to(device) for k, v in ema.shadow.items()}
     train_net = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     trainer = NetDenoiser(train_net, sched, cfg.target)  # .raw(x_t, t) calls the (DDP) network
     ema_net = build_net(cfg, meta)
-    ema_net = (MLPFlat(ema_net) if isinstance(ema_net, MLP) else ema_net).to(device).eval()
+    ema_net = ema_net.to(device).eval()
     ema_den = NetDenoiser(ema_net, sched, cfg.target)
 
     X, Y = train_ds.x.to(device), (train_ds.y.to(device) if train_ds.y is not None else None)
@@ -188,8 +153,12 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
 
     def save(step: int) -> None:
         if is_main:
+            extra = {"imp_losses": imp.losses, "imp_count": imp.count} if imp is not None else None
             save_checkpoint(run_dir, step, asdict(cfg), {"data": meta, "world_size": world}, net.state_dict(),
-                            ema.shadow, opt.state_dict())
+                            ema.shadow, opt.state_dict(), extra)
+
+    loss_kw = dict(target=cfg.target, loss_type=cfg.loss, weighting=cfg.weighting, gamma=cfg.min_snr_gamma,
+                   hybrid_lambda=cfg.hybrid_lambda if cfg.learn_variance else 0.0, bits=meta["bits"])
 
     def val_loss() -> float:
         if len(val_ds.x) == 0:
@@ -201,9 +170,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
         eps = torch.randn(x0.shape, generator=g)
         y = val_ds.y[:512].to(device) if (cfg.class_cond and val_ds.y is not None) else None
         with torch.no_grad():
-            return diffusion_loss(ema_den.raw, sched, x0.to(device), target=cfg.target, loss_type=cfg.loss,
-                                  weighting=cfg.weighting, gamma=cfg.min_snr_gamma, t=t.to(device),
-                                  eps=eps.to(device), cond={"y": y} if y is not None else None).mean().item()
+            return diffusion_loss(ema_den.raw, sched, x0.to(device), t=t.to(device), eps=eps.to(device),
+                                  cond={"y": y} if y is not None else None, **loss_kw).total.mean().item()
 
     def preview(step: int) -> None:
         ema.copy_to(ema_net)
@@ -228,7 +196,11 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
         for step in bar:
             g = step_generator(cfg.seed, step)
             idx = torch.randint(len(X), (cfg.batch_size,), generator=g)[rank * local_b:(rank + 1) * local_b]
-            t = torch.randint(1, sched.T + 1, (cfg.batch_size,), generator=g)[rank * local_b:(rank + 1) * local_b]
+            if imp is None:
+                t_all, w_all = torch.randint(1, sched.T + 1, (cfg.batch_size,), generator=g), None
+            else:  # importance-sampled t with weights 1/(T p_t): the weighted loss stays unbiased
+                t_all, w_all = imp.sample(cfg.batch_size, generator=g)
+            t = t_all[rank * local_b:(rank + 1) * local_b]
             eps = torch.randn((cfg.batch_size, *X.shape[1:]), generator=g)[rank * local_b:(rank + 1) * local_b]
             drop = torch.rand(cfg.batch_size, generator=g)[rank * local_b:(rank + 1) * local_b] < cfg.p_uncond
             torch.manual_seed(cfg.seed * 1_000_003 + step * world + rank)  # dropout masks
@@ -238,8 +210,17 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
                 cond = {"y": torch.where(drop.to(device), ds.num_classes, Y[idx])}
             net.train()
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
-                loss = diffusion_loss(trainer.raw, sched, X[idx], target=cfg.target, loss_type=cfg.loss,
-                                      weighting=cfg.weighting, gamma=cfg.min_snr_gamma, t=t, eps=eps, cond=cond).mean()
+                terms = diffusion_loss(trainer.raw, sched, X[idx], t=t, eps=eps, cond=cond, **loss_kw)
+            per_sample = terms.total
+            if w_all is not None:
+                per_sample = per_sample * w_all[rank * local_b:(rank + 1) * local_b].to(device, per_sample.dtype)
+                vlb = terms.vlb.double()
+                if world > 1:  # every process keeps the same history: gather the global batch's terms
+                    parts = [torch.empty_like(vlb) for _ in range(world)]
+                    dist.all_gather(parts, vlb)
+                    vlb = torch.cat(parts)
+                imp.update(t_all, vlb.cpu())
+            loss = per_sample.mean()
             loss_val = loss.detach().clone()
             if world > 1:
                 dist.all_reduce(loss_val)
@@ -293,19 +274,3 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
         dist.barrier()
     return run_dir
 
-
-def load_denoiser(path: str | Path, *, use_ema: bool = True, device: str | torch.device = "cpu"
-                  ) -> tuple[NetDenoiser, dict[str, Any], Config]:
-    """Rebuild the trained denoiser of a run or checkpoint folder (EMA weights by default), in eval mode."""
-    ckpt = load_checkpoint(path, with_optim=False)
-    cfg = from_dict(ckpt.config, where=f"checkpoint {ckpt.path}").validate()
-    meta = ckpt.state.get("data")
-    if not isinstance(meta, dict) or "shape" not in meta:
-        raise ValueError(f"checkpoint {ckpt.path} does not record its data shape")
-    net = build_net(cfg, meta)
-    net = MLPFlat(net) if isinstance(net, MLP) else net
-    weights = ckpt.ema if (use_ema and ckpt.ema is not None) else ckpt.model
-    load_weights(net, {k: v.to(net.state_dict()[k].dtype) if k in net.state_dict() else v
-                       for k, v in weights.items()}, f"checkpoint {ckpt.path}")
-    net.to(device).eval()
-    return NetDenoiser(net, make_schedule_from(cfg), cfg.target), meta, cfg

@@ -47,8 +47,10 @@ def test_loss_falls_on_a_toy_set(tmp_path):
         assert (run / f).exists(), f
 
 
-def test_resume_is_exact(tmp_path):
-    cfg = Config(**TINY_IMG, steps=20, dropout=0.1, out=str(tmp_path / "straight"))
+@pytest.mark.parametrize("extra", [{}, {"learn_variance": True, "importance_sampling": True, "T": 20}])
+def test_resume_is_exact(tmp_path, extra):
+    """N steps straight = N/2, then resume, then N/2: the same weights, bit for bit (dropout on)."""
+    cfg = Config(**TINY_IMG, steps=20, dropout=0.1, out=str(tmp_path / "straight"), **extra)
     train(cfg, progress=False)
     half = replace(cfg, out=str(tmp_path / "halves"))
     train(half, stop_at=10, progress=False)
@@ -59,6 +61,9 @@ def test_resume_is_exact(tmp_path):
     for k in a[0]:
         assert torch.equal(a[0][k], b[0][k]), k
         assert torch.equal(a[1][k], b[1][k]), k
+    if extra:  # the importance sampler's history was saved and restored (T = 20 fills it within 20 steps)
+        ea, eb = load_checkpoint(tmp_path / "straight").extra, load_checkpoint(tmp_path / "halves").extra
+        assert bool((ea["imp_count"] >= 10).all()) and torch.equal(ea["imp_losses"], eb["imp_losses"])
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
@@ -89,7 +94,7 @@ def test_non_finite_loss_is_caught_and_last_good_checkpoint_kept(tmp_path, monke
     def poisoned(*a, **k):
         calls["n"] += 1
         out = real(*a, **k)
-        return out * float("nan") if calls["n"] > 12 else out
+        return out._replace(total=out.total * float("nan")) if calls["n"] > 12 else out
 
     monkeypatch.setattr(train_mod, "diffusion_loss", poisoned)
     cfg = Config(**TINY_IMG, steps=40, out=str(tmp_path / "r"))

@@ -35,7 +35,11 @@ def ddim_invert(D: Denoiser, x0: Tensor, ts: Tensor, cond: dict[str, Any] | None
     sched, cond = D.schedule, cond or {}
     check_grid(ts, sched.T)
     B, dt = x0.shape[0], x0.dtype
-    coef = lambda t: tuple(float(f(torch.tensor(t, dtype=torch.float64))) for f in (sched.alpha, sched.sigma))  # noqa: E731
+
+    def coef(t: float) -> tuple[float, float]:  # (α, σ) at t, float64 schedule
+        t64 = torch.tensor(t, dtype=torch.float64)
+        return float(sched.alpha(t64)), float(sched.sigma(t64))
+
     up = ts.flip(0).tolist()  # 0 = t_N < t_{N-1} < ... < t_0
     pairs = list(zip(up[:-1], up[1:]))
     if progress:

@@ -32,7 +32,8 @@ def check_grid(ts: Tensor, T: int) -> None:
 def beta(sched: Schedule, t: float) -> float:
     """β(t) = -d log ᾱ/dt: log ᾱ is linear on each [k-1, k], so the slope of the interval a reverse step enters."""
     k = min(max(math.ceil(t), 1), sched.T)
-    la = sched.log_alpha_bar(torch.tensor([k - 1.0, k], dtype=torch.float64))  # float64: a Python float would give float32
+    # float64 in: a Python float would be read as float32
+    la = sched.log_alpha_bar(torch.tensor([k - 1.0, k], dtype=torch.float64))
     return float(la[0] - la[1])
 
 
@@ -54,7 +55,8 @@ def _score(D: Denoiser, x: Tensor, t: float, cond: dict[str, Any]) -> tuple[Tens
     sched = D.schedule
     tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
     x0 = D(x, tt, **cond)
-    a, s = float(sched.alpha(torch.tensor(t, dtype=torch.float64))), float(sched.sigma(torch.tensor(t, dtype=torch.float64)))
+    t64 = torch.tensor(t, dtype=torch.float64)
+    a, s = float(sched.alpha(t64)), float(sched.sigma(t64))
     return x0, -(x - a * x0) / s**2  # -ε̂/σ with ε̂ = (x - α x̂_0)/σ
 
 
@@ -65,7 +67,8 @@ def _em_step(sched: Schedule, x: Tensor, score: Tensor, t: float, s: float, z: T
 
 
 def _reverse_diffusion_step(sched: Schedule, x: Tensor, score: Tensor, t: float, s: float, z: Tensor) -> Tensor:
-    """Song et al. Eq. (46) on the jump s -> t (x_t = a x_s + sqrt(1-a²) z): x_s = (2 - a) x_t + b ∇log p + sqrt(b) z."""
+    """Song et al. Eq. (46) for the jump s -> t (x_t = a x_s + sqrt(b) z, b = 1 - a²):
+    x_s = (2 - a) x_t + b ∇log p + sqrt(b) z."""
     la_t, la_s = (sched.log_alpha_bar(torch.tensor(v, dtype=torch.float64)) for v in (t, s))
     a = math.exp(0.5 * float(la_t - la_s))  # α_{t|s}
     b = -math.expm1(float(la_t - la_s))  # σ²_{t|s} = 1 - α_{t|s}²
@@ -79,7 +82,7 @@ PREDICTORS = {"reverse_diffusion": _reverse_diffusion_step, "euler_maruyama": _e
 def sde(D: Denoiser, x: Tensor, ts: Tensor, *, generator: torch.Generator | None = None,
         cond: dict[str, Any] | None = None, progress: bool = False,
         callback: Callable[[int, Tensor, Tensor], None] | None = None) -> Tensor:
-    """Euler–Maruyama on Song et al. Eq. (6) over the grid (continuous t, β(t) = -d log ᾱ/dt); last step x_0 = x̂_0."""
+    """Euler–Maruyama on Song et al. Eq. (6) over the grid (β(t) = -d log ᾱ/dt at t); last step x_0 = x̂_0."""
     sched, cond = D.schedule, cond or {}
     check_grid(ts, sched.T)
     for i, (t, s) in enumerate(_steps(ts, progress, "sde")):
@@ -97,7 +100,7 @@ def pc(D: Denoiser, x: Tensor, ts: Tensor, *, snr: float = 0.16, corrector_steps
        callback: Callable[[int, Tensor, Tensor], None] | None = None) -> Tensor:
     """Song et al. Algorithm 5 (VP): at each t_i, M Langevin corrector steps, then a predictor step to t_{i+1}.
 
-    Corrector: x ← x + ε g + sqrt(2ε) z, g = -ε̂/σ, ε = 2 α_i (r ‖z‖/‖g‖)² with α_i = 1 - β(t_i) and r = ``snr``.
+    Corrector: x ← x + ε g + sqrt(2ε) z, g = -ε̂/σ, ε = 2 α_i (r ‖z‖/‖g‖)², α_i = 1 - β(t_i), r = ``snr``.
     ‖z‖² is replaced by its mean d (so ε does not depend on the very noise it multiplies) and ‖g‖² by its
     batch mean (as Song et al.'s code does; a per-sample ‖g‖ near a mode gives unbounded steps). The
     last step into t = 0 is a denoise. NFE = N·(M + 1).
@@ -115,8 +118,8 @@ def pc(D: Denoiser, x: Tensor, ts: Tensor, *, snr: float = 0.16, corrector_steps
         for _ in range(corrector_steps):  # Langevin MCMC targeting p_t
             _, g = _score(D, x, t, cond)
             g2 = g.reshape(g.shape[0], -1).pow(2).sum(1).mean()
-            eps = 2 * (1 - beta(sched, t)) * snr**2 * d / g2
-            x = x + eps * g + (2 * eps).sqrt() * _noise(x, generator)
+            step = 2 * (1 - beta(sched, t)) * snr**2 * d / g2  # Langevin step size ε
+            x = x + step * g + (2 * step).sqrt() * _noise(x, generator)
         x0, score = _score(D, x, t, cond)
         x = PREDICTORS[predictor](sched, x, score, t, s, _noise(x, generator)) if s > 0 else x0
         if callback is not None:

@@ -1,0 +1,366 @@
+"""Sampler accuracy benchmark: RMSE to the exact PF-ODE endpoint (Song et al. 2021 Eq. (13)) at fixed NFE.
+
+For Gaussian mixtures the denoiser E[x_0|x_t] is exact (kuosan.exact), so the only error left is the
+sampler's discretisation error. From one batch x_T ~ N(0, I) at t = T (VP, linear-β schedule, T = 1000) every
+deterministic kuosan sampler × grid and, when diffusers is installed, diffusers' schedulers driven by the same
+exact denoiser are compared with pf_ode_solve(x_T) at NFE 5, 10, 20, 50. RMSE is per coordinate:
+sqrt(mean((x̂ - x_ref)²)). Stochastic samplers (ddpm, sde, pc) do not target the ODE endpoint and are left out.
+
+Optimised grids (kuosan.samplers.optimise) are fitted on a separate calibration batch, never on the
+evaluation batch; held-out mixtures (marked in the tables) were not used to choose anything here.
+diffusers' schedulers get ε̂ = (x - α E[x_0|x])/σ at the (α, σ) their own update uses (alphas_cumprod[τ] for DDIM,
+their σ̃ otherwise), i.e. even at Karras σ̃ between integer timesteps: the most favourable reading for diffusers.
+Run: python benchmarks/sampler_rmse.py [--quick] [--mixtures ring,curves64] [--n 512] [--threads 1] [--no-opt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from functools import partial
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from kuosan.denoiser import CountingDenoiser
+from kuosan.exact import ExactDenoiser, GaussianMixture, curve_cov, pf_ode_solve, ring
+from kuosan.samplers.ddpm import ddim
+from kuosan.samplers.dpm_solver import dpm_solver_2s, dpmpp
+from kuosan.samplers.edm import euler, heun
+from kuosan.samplers.grids import karras_grid, logsnr_grid, uniform_grid
+from kuosan.samplers.unipc import unipc
+from kuosan.schedules import Schedule, make_schedule
+
+try:  # optional modules of kuosan that may not exist in every checkout
+    from kuosan.samplers.optimise import optimise_grid
+except ImportError:  # pragma: no cover - depends on the checkout
+    optimise_grid = None
+try:
+    from kuosan.samplers.ode import ode
+except ImportError:  # pragma: no cover
+    ode = None
+
+T = 1000
+ONE = lambda n: n  # noqa: E731 - NFE budget -> steps for one evaluation per step
+TWO = lambda n: (n + 1) // 2  # noqa: E731 - for NFE = 2N - 1 (Heun, DPM-Solver-2S)
+
+
+# --- mixtures ------------------------------------------------------------------------------------------------
+def curves(means: list[Tensor], kernels: list[Tensor], weights: list[float]) -> GaussianMixture:
+    """A mixture of curve families: mean curves (D,), covariance kernels (D, D), weights."""
+    return GaussianMixture(torch.stack(means), torch.stack(kernels), torch.tensor(weights, dtype=torch.float64))
+
+
+def curves64() -> GaussianMixture:
+    """6 families of smooth 64-point curves: sin / ramp / cos / step / tent / fast sin, RBF kernels of varied ℓ."""
+    D = 64
+    u = torch.linspace(0, 1, D, dtype=torch.float64)
+    means = [torch.sin(2 * math.pi * u), 2 * u - 1, torch.cos(3 * math.pi * u), torch.where(u < 0.5, -1.0, 1.0) * 0.9,
+             1 - 2 * (2 * u - 1).abs(), 0.7 * torch.sin(4 * math.pi * u)]
+    kernels = [curve_cov(D, scale=s, length=l) for s, l in [(0.1, 4), (0.05, 8), (0.2, 3), (0.02, 12), (0.1, 6), (0.05, 2)]]
+    return curves(means, kernels, [1.0] * 6)
+
+
+def heldout_curves32() -> GaussianMixture:
+    """Held out: 5 families of 32-point curves (bump, chirp, square wave, decay, random walk) with
+    Ornstein–Uhlenbeck kernels exp(-|i-j|/ℓ) (rough, unlike curve_cov) and unequal weights; seed 20240607."""
+    D, g = 32, torch.Generator().manual_seed(20240607)
+    u = torch.linspace(0, 1, D, dtype=torch.float64)
+    walk = torch.randn(D, generator=g, dtype=torch.float64).cumsum(0) / math.sqrt(D)
+    means = [1.2 * torch.exp(-((u - 0.3) ** 2) / 0.01), torch.sin(2 * math.pi * (2 * u + 3 * u**2)),
+             torch.sign(torch.sin(6 * math.pi * u)) * 0.8, 1.5 * torch.exp(-4 * u) - 0.5, walk]
+    i = torch.arange(D, dtype=torch.float64)
+    ou = lambda s, l: s * torch.exp(-(i[:, None] - i[None]).abs() / l) + 1e-3 * torch.eye(D, dtype=torch.float64)  # noqa: E731
+    kernels = [ou(s, l) for s, l in [(0.05, 3.0), (0.02, 1.0), (0.1, 6.0), (0.01, 2.0), (0.04, 10.0)]]
+    return curves(means, kernels, [0.3, 0.1, 0.25, 0.2, 0.15])
+
+
+def heldout_aniso2d() -> GaussianMixture:
+    """Held out: 5 random anisotropic 2-D Gaussians (stds 0.02..0.4, random rotations, Dirichlet weights); seed 7."""
+    g = torch.Generator().manual_seed(7)
+    means = (torch.rand(5, 2, generator=g, dtype=torch.float64) - 0.5) * 5
+    ang = torch.rand(5, generator=g, dtype=torch.float64) * math.pi
+    R = torch.stack([torch.stack([ang.cos(), -ang.sin()], 1), torch.stack([ang.sin(), ang.cos()], 1)], 1)  # (5, 2, 2)
+    std = 0.02 * 20 ** torch.rand(5, 2, generator=g, dtype=torch.float64)  # log-uniform in [0.02, 0.4]
+    covs = R @ torch.diag_embed(std**2) @ R.transpose(1, 2)
+    w = -torch.rand(5, generator=g, dtype=torch.float64).log()  # Exp(1) draws: normalised, a Dirichlet(1) sample
+    return GaussianMixture(means, covs, w)
+
+
+# name -> (factory, held out)
+MIXTURES: dict[str, tuple[Callable[[], GaussianMixture], bool]] = {
+    "ring": (ring, False), "curves64": (curves64, False),
+    "heldout_aniso2d": (heldout_aniso2d, True), "heldout_curves32": (heldout_curves32, True),
+}
+
+# --- kuosan's deterministic samplers: name -> (sampler, NFE budget -> steps) ------------------------------------
+KUOSAN: dict[str, tuple[Callable[..., Tensor], Callable[[int], int]]] = {
+    "ddim": (ddim, ONE), "euler": (euler, ONE), "heun": (heun, TWO),
+    "dpmpp2": (partial(dpmpp, order=2), ONE), "dpmpp3": (partial(dpmpp, order=3), ONE),
+    "dpm2s": (dpm_solver_2s, TWO),
+    "unipc1": (partial(unipc, order=1), ONE), "unipc2": (partial(unipc, order=2), ONE),
+    "unipc3": (partial(unipc, order=3), ONE), "unipc2_bh1": (partial(unipc, order=2, variant="bh1"), ONE),
+    "unipc3_bh1": (partial(unipc, order=3, variant="bh1"), ONE),
+    "unip3": (partial(unipc, order=3, corrector=False), ONE),
+}
+QUICK_KUOSAN = ("ddim", "heun", "dpmpp2", "dpmpp3", "unipc2", "unipc3")
+GRIDS = ("uniform", "logsnr", "karras")
+
+
+def fixed_grid(sched: Schedule, grid: str, steps: int) -> Tensor:
+    if grid == "uniform":
+        return uniform_grid(sched.T, steps, "trailing")
+    return logsnr_grid(sched, steps) if grid == "logsnr" else karras_grid(sched, steps)
+
+
+def rmse(x: Tensor, ref: Tensor) -> float:
+    return float((x - ref).pow(2).mean().sqrt())
+
+
+def run_kuosan(fn: Callable[..., Tensor], D: ExactDenoiser, x: Tensor, ts: Tensor) -> tuple[Tensor, int]:
+    """Sampler output and its NFE, counted by CountingDenoiser."""
+    C = CountingDenoiser(D)
+    return fn(C, x.clone(), ts), C.nfe
+
+
+# --- diffusers, driven by the exact denoiser ------------------------------------------------------------------
+def eps_from_exact(mixture: GaussianMixture, x: Tensor, alpha: float, sigma: float) -> Tensor:
+    """What an ideal ε-network outputs for the VP state x (B, D) at (α, σ): ε̂ = (x - α E[x_0|x])/σ."""
+    a, s = (torch.full((x.shape[0],), v, dtype=x.dtype) for v in (alpha, sigma))
+    return (x - alpha * mixture.denoise(x, a, s)) / sigma
+
+
+def _diffusers_configs() -> dict[str, tuple[str, str, dict, Callable[[int], int]]]:
+    """name -> (scheduler class, form, config, NFE budget -> steps); form says where (α, σ) of a step come from:
+    'ab' alphas_cumprod[τ] (DDIM), 'sigma' the scheduler's VE σ̃ of the step (VP multistep), 've' σ̃ with a VE sample."""
+    tr = {"timestep_spacing": "trailing"}  # first timestep 999 (diffusers 0-based) = kuosan t = 1000
+    ka = {"use_karras_sigmas": True, "timestep_spacing": "linspace"}
+    dpm = {"algorithm_type": "dpmsolver++", "final_sigmas_type": "zero"}
+    ex = {"use_exponential_sigmas": True, "timestep_spacing": "linspace"}  # uniform in log σ̃ = kuosan logsnr
+    uni = {"final_sigmas_type": "zero"}
+    return {
+        "ddim": ("DDIMScheduler", "ab", {**tr, "clip_sample": False, "set_alpha_to_one": True}, ONE),
+        "dpm2M": ("DPMSolverMultistepScheduler", "sigma", {**tr, **dpm, "solver_order": 2}, ONE),
+        "dpm3M": ("DPMSolverMultistepScheduler", "sigma", {**tr, **dpm, "solver_order": 3}, ONE),
+        "dpm2M_karras": ("DPMSolverMultistepScheduler", "sigma", {**ka, **dpm, "solver_order": 2}, ONE),
+        "dpm3M_karras": ("DPMSolverMultistepScheduler", "sigma", {**ka, **dpm, "solver_order": 3}, ONE),
+        "dpm2M_exp": ("DPMSolverMultistepScheduler", "sigma", {**ex, **dpm, "solver_order": 2}, ONE),
+        "dpm3M_exp": ("DPMSolverMultistepScheduler", "sigma", {**ex, **dpm, "solver_order": 3}, ONE),
+        "unipc2": ("UniPCMultistepScheduler", "sigma", {**tr, **uni, "solver_order": 2}, ONE),
+        "unipc3": ("UniPCMultistepScheduler", "sigma", {**tr, **uni, "solver_order": 3}, ONE),
+        "unipc2_karras": ("UniPCMultistepScheduler", "sigma", {**ka, **uni, "solver_order": 2}, ONE),
+        "unipc3_karras": ("UniPCMultistepScheduler", "sigma", {**ka, **uni, "solver_order": 3}, ONE),
+        "unipc2_exp": ("UniPCMultistepScheduler", "sigma", {**ex, **uni, "solver_order": 2}, ONE),
+        "unipc3_exp": ("UniPCMultistepScheduler", "sigma", {**ex, **uni, "solver_order": 3}, ONE),
+        # DEIS has no final_sigmas_type: it stops at σ̃(τ=0) ≈ 0.01 and returns that state, as in a pipeline
+        "deis2": ("DEISMultistepScheduler", "sigma", {**tr, "solver_order": 2}, ONE),
+        "deis3": ("DEISMultistepScheduler", "sigma", {**tr, "solver_order": 3}, ONE),
+        "heun_karras": ("HeunDiscreteScheduler", "ve", {**ka}, TWO),
+    }
+
+
+QUICK_DIFFUSERS = ("ddim", "dpm2M", "dpm3M_karras", "unipc3", "unipc2_exp", "heun_karras")
+
+
+def make_scheduler(cls_name: str, config: dict):
+    import diffusers
+
+    return getattr(diffusers, cls_name)(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-4,
+                                        beta_end=0.02, prediction_type="epsilon", **config)
+
+
+def run_diffusers(name: str, mixture: GaussianMixture, x_T: Tensor, steps: int) -> tuple[Tensor, int]:
+    """A diffusers scheduler's loop from the VP state x_T at τ = 999 with the exact ε̂; returns (x_0, NFE)."""
+    cls_name, form, config, _ = _diffusers_configs()[name]
+    sch = make_scheduler(cls_name, config)
+    sch.set_timesteps(steps)
+    if hasattr(sch, "set_begin_index"):
+        sch.set_begin_index(0)  # step i uses sigmas[i] (rounded Karras timesteps may repeat)
+    sample = x_T.clone()
+    if form == "ve":  # the same x_T in VP terms: y = x_T/α_T (diffusers' init_noise_sigma is σ̃_max, ~2e-5 off)
+        sample = x_T * math.sqrt(1 + float(sch.sigmas[0]) ** 2)
+    nfe = 0
+    for i, tau in enumerate(sch.timesteps):
+        if form == "ab":
+            ab = float(sch.alphas_cumprod[int(tau)])
+            a, s, x_in = math.sqrt(ab), math.sqrt(1 - ab), sample
+        else:
+            x_in = sch.scale_model_input(sample, tau) if form == "ve" else sample
+            sg = float(sch.sigmas[sch.step_index if form == "ve" else i])  # the σ̃ the scheduler's update uses
+            a = 1 / math.sqrt(1 + sg**2)
+            s = sg * a
+        eps = eps_from_exact(mixture, x_in, a, s)
+        nfe += 1
+        sample = sch.step(eps, tau, sample).prev_sample
+    if form != "ab" and sch.step_index != len(sch.timesteps):
+        raise RuntimeError(f"diffusers {name}: step index {sch.step_index} != {len(sch.timesteps)} steps")
+    return sample.to(x_T.dtype), nfe
+
+
+def diffusers_available() -> bool:
+    try:
+        import diffusers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --- the benchmark -------------------------------------------------------------------------------------------
+ODE_GRID = torch.tensor([float(T), 1.0, 0.0], dtype=torch.float64)  # ode() uses only the ends: T and t_min = 1
+
+
+def ode_candidates(D: ExactDenoiser, x_cal: Tensor, ref_cal: Tensor) -> list[dict]:
+    """Adaptive ODE settings with their calibration NFE and RMSE (the budget picks among them)."""
+    out = []
+    for method in ("bosh3", "dopri5"):
+        for tol in (3e-1, 1e-1, 3e-2, 1e-2, 3e-3, 1e-3, 1e-4):
+            x, nfe = run_kuosan(partial(ode, rtol=tol, atol=tol, method=method), D, x_cal, ODE_GRID)
+            out.append({"method": method, "tol": tol, "nfe": nfe, "err": rmse(x, ref_cal)})
+    return out
+
+
+def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, dict[int, tuple[float, int]]]:
+    """rows 'lib:sampler/grid' -> {NFE budget: (RMSE, NFE used)} for one mixture."""
+    mix = MIXTURES[name][0]()
+    sched = make_schedule("linear", T)
+    D = ExactDenoiser(mix, sched)
+    x_T = torch.randn(args.n, mix.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x_cal = torch.randn(args.n_cal, mix.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    t0 = time.time()
+    ref = pf_ode_solve(mix, x_T, sched.sigma_max())
+    need_cal = (args.opt and optimise_grid is not None) or (args.ode and ode is not None)
+    ref_cal = pf_ode_solve(mix, x_cal, sched.sigma_max()) if need_cal else None
+    log(f"[{name}] dim {mix.dim}, {len(mix.weights)} modes, references in {time.time() - t0:.1f}s")
+    rows: dict[str, dict[int, tuple[float, int]]] = {}
+    for sname in args.samplers:
+        fn, to_steps = KUOSAN[sname]
+        grids = list(GRIDS) + (["optimised"] if args.opt and optimise_grid is not None and sname in args.opt_samplers else [])
+        for grid in grids:
+            row = rows.setdefault(f"kuosan:{sname}/{grid}", {})
+            for budget in args.nfe:
+                steps = to_steps(budget)
+                if grid == "optimised":
+                    if budget > args.opt_max_nfe or steps < 2:
+                        continue
+                    ts = optimise_grid(D, steps, x_cal, sampler=fn, reference=ref_cal,
+                                       max_evals=min(args.opt_evals, 150 * (steps - 1)))
+                else:
+                    ts = fixed_grid(sched, grid, steps)
+                out, nfe = run_kuosan(fn, D, x_T, ts)
+                if nfe > budget:
+                    raise RuntimeError(f"kuosan {sname}/{grid}: {nfe} NFE exceed the budget {budget}")
+                row[budget] = (rmse(out, ref), nfe)
+    if args.ode and ode is not None:
+        row, cands = rows.setdefault("kuosan:ode/adaptive", {}), ode_candidates(D, x_cal, ref_cal)
+        for budget in args.nfe:
+            fits = [c for c in cands if c["nfe"] <= budget]
+            if fits:  # chosen on the calibration batch; its NFE on the evaluation batch may differ (adaptive)
+                c = min(fits, key=lambda c: c["err"])
+                out, nfe = run_kuosan(partial(ode, rtol=c["tol"], atol=c["tol"], method=c["method"]), D, x_T, ODE_GRID)
+                row[budget] = (rmse(out, ref), nfe)
+    if args.diffusers:
+        configs = _diffusers_configs()
+        for dname in args.diffusers_samplers:
+            row = rows.setdefault(f"diffusers:{dname}", {})
+            for budget in args.nfe:
+                out, nfe = run_diffusers(dname, mix, x_T, configs[dname][3](budget))
+                if nfe > budget:
+                    raise RuntimeError(f"diffusers {dname}: {nfe} NFE exceed the budget {budget}")
+                row[budget] = (rmse(out, ref), nfe)
+    log(f"[{name}] done in {time.time() - t0:.1f}s")
+    return rows
+
+
+def best_at(rows: dict, prefix: str, budget: int, exclude: str | None = None) -> tuple[str, float] | None:
+    """The row with the smallest RMSE at ``budget`` among those that stayed within it (adaptive ODE may not)."""
+    cands = [(k, v[budget][0]) for k, v in rows.items()
+             if k.startswith(prefix) and budget in v and v[budget][1] <= budget and (exclude is None or exclude not in k)]
+    return min(cands, key=lambda kv: kv[1]) if cands else None
+
+
+def report(name: str, rows: dict, args: argparse.Namespace, log: Callable[[str], None]) -> str:
+    """Print the table of one mixture and return its summary line."""
+    held = " (held out)" if MIXTURES[name][1] else ""
+    log(f"\n== {name}{held}: RMSE to the exact PF-ODE endpoint (NFE used in brackets where it differs from the budget)")
+    log(f"{'sampler/grid':34s}" + "".join(f"{'NFE ' + str(b):>18s}" for b in args.nfe))
+    for key, row in rows.items():
+        cells = []
+        for b in args.nfe:
+            if b not in row:
+                cells.append(f"{'-':>18s}")
+                continue
+            err, nfe = row[b]
+            cells.append(f"{err:>12.3e}{'(' + str(nfe) + ')' if nfe != b else '':>6s}")
+        log(f"{key:34s}" + "".join(cells))
+    b = 10 if 10 in args.nfe else args.nfe[-1]
+    k_fixed = best_at(rows, "kuosan:", b, exclude="/optimised")
+    k_all = best_at(rows, "kuosan:", b)
+    dif = best_at(rows, "diffusers:", b)
+    line = f"SUMMARY {name}{held} @ {b} NFE: kuosan best {k_all[1]:.3e} ({k_all[0][7:]})"
+    if k_fixed is not None and k_fixed != k_all:
+        line += f", fixed-grid best {k_fixed[1]:.3e} ({k_fixed[0][7:]})"
+    if dif is None:
+        line += "; diffusers not run"
+    else:
+        ratio = k_all[1] / dif[1]
+        line += f"; diffusers best {dif[1]:.3e} ({dif[0][10:]}); ratio {ratio:.3f}"
+        if k_fixed is not None and k_fixed != k_all:
+            line += f" (fixed grids {k_fixed[1] / dif[1]:.3f})"
+        line += f"; goal <= 1/3 {'MET' if ratio <= 1 / 3 else 'NOT met'}"
+    log(line)
+    return line
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="tiny run: 64 points, NFE 5,10, fewer samplers, no optimisation")
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for these sizes)")
+    p.add_argument("--mixtures", default=None, help=f"comma list from {', '.join(MIXTURES)} (default: all)")
+    p.add_argument("--n", type=int, default=None, help="evaluation points (default 512, quick 64)")
+    p.add_argument("--n-cal", type=int, default=128, help="calibration points for optimised grids / ODE tolerances")
+    p.add_argument("--nfe", default=None, help="comma list of NFE budgets (default 5,10,20,50; quick 5,10)")
+    p.add_argument("--no-opt", dest="opt", action="store_false", help="skip optimised grids")
+    p.add_argument("--opt-samplers", default="dpmpp2,dpmpp3,unipc2,unipc3",
+                   help="samplers that get an optimised grid")
+    p.add_argument("--opt-max-nfe", type=int, default=20, help="optimise grids only up to this NFE (cost ~ NFE²)")
+    p.add_argument("--opt-evals", type=int, default=400, help="max objective evaluations per optimised grid")
+    p.add_argument("--no-ode", dest="ode", action="store_false", help="skip the adaptive ODE sampler")
+    p.add_argument("--no-diffusers", dest="diffusers", action="store_false", help="skip diffusers even if installed")
+    a = p.parse_args(argv)
+    a.n = a.n or (64 if a.quick else 512)
+    a.nfe = [int(v) for v in (a.nfe or ("5,10" if a.quick else "5,10,20,50")).split(",")]
+    a.mixtures = (a.mixtures or ("ring,heldout_aniso2d" if a.quick else ",".join(MIXTURES))).split(",")
+    bad = [m for m in a.mixtures if m not in MIXTURES]
+    if bad:
+        raise ValueError(f"unknown mixture(s) {', '.join(bad)}; choose from {', '.join(MIXTURES)}")
+    a.samplers = list(QUICK_KUOSAN if a.quick else KUOSAN)
+    a.opt_samplers = a.opt_samplers.split(",")
+    if [v for v in a.opt_samplers if v not in KUOSAN]:
+        raise ValueError(f"unknown sampler(s) in --opt-samplers {a.opt_samplers}; choose from {', '.join(KUOSAN)}")
+    if a.n < 1 or a.n_cal < 1 or a.threads < 1 or min(a.nfe) < 1:
+        raise ValueError("--n, --n-cal, --threads and every --nfe budget must be positive integers")
+    if a.quick:
+        a.opt, a.ode = False, False
+    a.diffusers = a.diffusers and diffusers_available()
+    a.diffusers_samplers = list(QUICK_DIFFUSERS if a.quick else _diffusers_configs())
+    return a
+
+
+def main(argv: list[str] | None = None) -> list[str]:
+    """Run the benchmark; prints the tables and returns the summary lines."""
+    args = parse(argv)
+    torch.set_num_threads(args.threads)
+    log = partial(print, flush=True)
+    if not args.diffusers:
+        log("diffusers not installed (or --no-diffusers): kuosan samplers only")
+    summaries = [report(m, bench_mixture(m, args, log), args, log) for m in args.mixtures]
+    log("")
+    for line in summaries:
+        log(line)
+    return summaries
+
+
+if __name__ == "__main__":
+    main()
