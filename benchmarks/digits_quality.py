@@ -25,6 +25,7 @@ from kuosan.samplers import SAMPLERS, sample
 from kuosan.train import load_denoiser, train
 from kuosan.viz import save_samples
 
+
 def _logreg() -> Any:
     from sklearn.linear_model import LogisticRegression
 

@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import torch
 from torch import Tensor
@@ -43,8 +43,8 @@ except ImportError:  # pragma: no cover
     ode = None
 
 T = 1000
-ONE = lambda n: n  # noqa: E731 - NFE budget -> steps for one evaluation per step
-TWO = lambda n: (n + 1) // 2  # noqa: E731 - for NFE = 2N - 1 (Heun, DPM-Solver-2S)
+ONE = lambda n: n
+TWO = lambda n: (n + 1) // 2
 
 
 # --- mixtures ------------------------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ def heldout_curves32() -> GaussianMixture:
     means = [1.2 * torch.exp(-((u - 0.3) ** 2) / 0.01), torch.sin(2 * math.pi * (2 * u + 3 * u**2)),
              torch.sign(torch.sin(6 * math.pi * u)) * 0.8, 1.5 * torch.exp(-4 * u) - 0.5, walk]
     i = torch.arange(D, dtype=torch.float64)
-    ou = lambda s, l: s * torch.exp(-(i[:, None] - i[None]).abs() / l) + 1e-3 * torch.eye(D, dtype=torch.float64)  # noqa: E731
+    ou = lambda s, l: s * torch.exp(-(i[:, None] - i[None]).abs() / l) + 1e-3 * torch.eye(D, dtype=torch.float64)
     kernels = [ou(s, l) for s, l in [(0.05, 3.0), (0.02, 1.0), (0.1, 6.0), (0.01, 2.0), (0.04, 10.0)]]
     return curves(means, kernels, [0.3, 0.1, 0.25, 0.2, 0.15])
 

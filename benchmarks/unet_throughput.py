@@ -137,7 +137,8 @@ def print_table(rows: list[dict[str, Any]]) -> None:
           f"{'kuosan/diffusers':>16}")
     for r in rows:
         print(f"{r['model']:<10} {r['params']:>10,} {r['device']:<6} {r['mode']:<6} {r['dtype']:<5} "
-              f"{r['samples_per_s']:>11.1f} {'±' + format(100 * r['spread'], '.0f') + '%':>7} {'-' if r['model'] == 'kuosan' else format(r['ratio'], '.3f'):>16}")
+              f"{r['samples_per_s']:>11.1f} {'±' + format(100 * r['spread'], '.0f') + '%':>7} "
+              f"{'-' if r['model'] == 'kuosan' else format(r['ratio'], '.3f'):>16}")
 
 
 def parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -199,12 +200,9 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         other = None if args.no_diffusers else diffusers_unet(channels)
         if other is not None:
             nets["diffusers"] = other
-        for name in nets:
-            nets[name] = nets[name].to(device)
-            if args.channels_last:
-                nets[name] = nets[name].to(memory_format=torch.channels_last)
-            if args.compile:
-                nets[name] = torch.compile(nets[name])
+        for name, net in list(nets.items()):
+            net = net.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
+            nets[name] = torch.compile(net) if args.compile else net
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # for both nets alike
             print(f"cuda: {torch.cuda.get_device_name(device)}")

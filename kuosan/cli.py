@@ -34,9 +34,12 @@ def _sample_parser(sub: Any) -> None:
     p.add_argument("checkpoint", metavar="RUN_OR_CHECKPOINT")
     p.add_argument("--sampler", default="ddim", help=f"one of {', '.join(SAMPLERS)}")
     p.add_argument("--steps", type=int, default=50, help="number of sampling steps")
+    p.add_argument("--grid", default="uniform", help="uniform, logsnr, karras or optimised (saved with the checkpoint)")
     p.add_argument("--spacing", default="trailing", help="leading, trailing or linspace (uniform grids)")
     p.add_argument("--eta", type=float, default=0.0, help="DDIM stochasticity (0: deterministic, 1: DDPM)")
-    p.add_argument("--variance", default="beta_tilde", help="DDPM variance: beta_tilde or beta")
+    p.add_argument("--variance", default="beta_tilde",
+                   help="DDPM variance: beta_tilde, beta, learned_range (learn_variance models) or analytic")
+    p.add_argument("--analytic-n", type=int, default=256, help="analytic variance: data for the Γ table")
     p.add_argument("--clip", type=float, default=None, help="clip x0_hat to [-clip, clip]")
     p.add_argument("--n", type=int, default=64, help="number of samples")
     p.add_argument("--batch-size", type=int, default=256)
@@ -82,8 +85,8 @@ def _sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .samplers import SAMPLERS, sample
     from .model import load_denoiser
+    from .samplers import SAMPLERS, make_grid, sample
     from .viz import save_samples
 
     if args.n < 1 or args.batch_size < 1:
@@ -93,10 +96,23 @@ def _sample(args: argparse.Namespace) -> int:
         raise ConfigError(f"--out must end in .png or .npz, got {str(out)!r}")
     if args.sampler not in SAMPLERS:
         raise ConfigError(f"unknown sampler {args.sampler!r}; choose one of {', '.join(SAMPLERS)}")
-    D, meta, _ = load_denoiser(args.checkpoint, use_ema=not args.no_ema, device=args.device)
-    opts = {"eta": args.eta, "variance": args.variance, "clip": args.clip, "spacing": args.spacing}
-    x = sample(D, args.sampler, (args.n, *meta["shape"]), args.steps, seed=args.seed, batch_size=args.batch_size,
-               device=torch.device(args.device), progress=True, **opts)
+    D, meta, cfg = load_denoiser(args.checkpoint, use_ema=not args.no_ema, device=args.device)
+    from .checkpoint import resolve
+    from .data import load_dataset
+    from .variance import estimate_analytic_table
+
+    shape = (args.n, *meta["shape"])
+    ts = make_grid(D, args.steps, args.grid, args.spacing, sampler=args.sampler, seed=args.seed, shape=shape,
+                   grid_dir=resolve(args.checkpoint) / "grids", device=args.device)
+    opts: dict[str, Any] = {"eta": args.eta, "variance": args.variance, "clip": args.clip}
+    if args.sampler == "ddpm" and args.variance == "analytic":  # Bao et al. 2022: Γ_t on the grid, from data
+        data = load_dataset(cfg.data, n=args.analytic_n, seed=args.seed + 1).x.to(args.device)
+        opts["analytic_table"] = estimate_analytic_table(D, data, D.schedule, ts[:-1],
+                                                         half_range=1.0 if meta["kind"] == "image" else None)
+    stats: dict[str, Any] = {}
+    x = sample(D, args.sampler, shape, args.steps, seed=args.seed, batch_size=args.batch_size,
+               device=torch.device(args.device), progress=True, ts=ts, stats=stats, **opts)
+    print(f"{args.sampler} on the {args.grid} grid: {args.steps} steps, {stats['nfe']} network evaluations per batch")
     if out.suffix == ".npz":
         np.savez(out, x=x.numpy())
     else:
@@ -134,8 +150,7 @@ def _nll(args: argparse.Namespace) -> int:
                 D, calib, D.schedule, torch.arange(1, T + 1, dtype=torch.float64), generator=g,
                 half_range=1.0 if meta["kind"] == "image" else None)
         if args.variance == "learned_range":
-            C = x.shape[1]
-            kw["net_variance"] = lambda xt, t: D.raw(xt, t)[:, C:]
+            kw["net_variance"] = lambda xt, t: D.with_v(xt, t)[1]
         rows = []
         for xb in x.split(args.batch_size):
             rows.append(vlb(D, xb, variance=args.variance, bits=bits, t_samples=args.t_samples, generator=g,
@@ -146,7 +161,7 @@ def _nll(args: argparse.Namespace) -> int:
                                                                                    "decoder_bpd")}
         print(f"vlb ({args.variance}, bits={bits}, {'all T' if args.t_samples is None else args.t_samples} "
               f"timesteps, n={len(per)}): {per.mean():.4f} ± {per.std() / len(per) ** 0.5:.4f} bits/dim")
-        print(f"  L_T (prior) {parts['prior_bpd']:.4f}   sum L_t-1 {parts['diffusion_bpd']:.4f}   "
+        print(f"  L_T (prior) {parts['prior_bpd']:.3g}   sum L_t-1 {parts['diffusion_bpd']:.4f}   "
               f"L_0 (decoder) {parts['decoder_bpd']:.4f}")
         return 0
     res = [ode_nll(D, xb, probes=None if args.exact_trace else args.probes, dequantise_bits=bits, generator=g)

@@ -41,14 +41,17 @@ class NetDenoiser(nn.Module):
         t = torch.as_tensor(t, device=x_t.device, dtype=torch.float32).expand(x_t.shape[0])
         return self.net(x_t, t * (1000.0 / self.schedule.T), **cond)
 
-    def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
+    def with_v(self, x_t: Tensor, t: Tensor, **cond: Any) -> tuple[Tensor, Tensor | None]:
+        """(x̂_0, v) from one network call; v (B, C, ...) in [-1, 1] is the learned-range variance output
+        (Nichol & Dhariwal Eq. (15)), None for a network without one."""
         t = torch.as_tensor(t, device=x_t.device, dtype=torch.float32).expand(x_t.shape[0])
-        out = self.raw(x_t, t, **cond)
-        if out.shape[1] != x_t.shape[1]:
-            out = out[:, : x_t.shape[1]]
-        out = out.to(x_t.dtype)
+        out = self.raw(x_t, t, **cond).to(x_t.dtype)
+        C = x_t.shape[1]
         a, s = expand(self.schedule.alpha(t), x_t), expand(self.schedule.sigma(t), x_t)
-        return to_x0(out, self.prediction, x_t, a, s)
+        return to_x0(out[:, :C], self.prediction, x_t, a, s), (out[:, C:] if out.shape[1] > C else None)
+
+    def forward(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
+        return self.with_v(x_t, t, **cond)[0]
 
 
 class CountingDenoiser:
@@ -60,6 +63,14 @@ class CountingDenoiser:
     def __call__(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
         self.nfe += 1
         return self.inner(x_t, t, **cond)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "with_v" and hasattr(self.inner, "with_v"):  # learned variance: counted like a call
+            def with_v(x_t: Tensor, t: Tensor, **cond: Any) -> tuple[Tensor, Tensor | None]:
+                self.nfe += 1
+                return self.inner.with_v(x_t, t, **cond)
+            return with_v
+        raise AttributeError(name)
 
 
 def eps_of(D: Denoiser, x_t: Tensor, t: Tensor, x0: Tensor) -> Tensor:

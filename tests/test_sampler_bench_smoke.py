@@ -64,7 +64,7 @@ def test_quick_run_prints_tables_and_summaries(capsys):
         assert f"== {name}" in out and f"SUMMARY {name}" in out
     assert re.search(r"sampler/grid\s+NFE 5\s+NFE 10", out)
     for row in ("kuosan:ddim/uniform", "kuosan:dpmpp2/logsnr", "kuosan:unipc3/karras", "kuosan:heun/uniform"):
-        m = re.search(rf"^{re.escape(row)}\s+(\S+)\s+(\S+)", out, re.M)
+        m = re.search(rf"^{re.escape(row)}\s+(\S+)\s+(\S+)", out, re.MULTILINE)
         assert m is not None, row
         assert all(math.isfinite(float(v)) for v in m.groups())
     if HAS_DIFFUSERS:

@@ -16,7 +16,7 @@ import torch
 from kuosan.denoiser import CountingDenoiser
 from kuosan.exact import ExactDenoiser, curve_cov, gaussian, pf_ode_solve, ring
 from kuosan.samplers.ddpm import ddim
-from kuosan.samplers.dpm_solver import dpm_solver_2s, dpmpp, psi, t_of_log_snr
+from kuosan.samplers.dpm_solver import dpm_solver_2s, dpmpp, psi
 from kuosan.samplers.edm import euler, heun
 from kuosan.samplers.grids import karras_grid, logsnr_grid, uniform_grid
 from kuosan.samplers.unipc import unipc
@@ -83,7 +83,7 @@ def fine_logsnr_grid(n: int, t_min: float = 1e-3) -> torch.Tensor:
     """Uniform in log-SNR from t = T down to t_min < 1 (below grids.logsnr_grid's reach), then 0."""
     lam = torch.linspace(SCHED.log_snr(torch.tensor(float(SCHED.T), dtype=torch.float64)).item(),
                          SCHED.log_snr(torch.tensor(t_min, dtype=torch.float64)).item(), n, dtype=torch.float64)
-    ts = torch.tensor([t_of_log_snr(SCHED, v) for v in lam.tolist()], dtype=torch.float64)
+    ts = torch.tensor([SCHED.t_from_log_snr(torch.tensor(v, dtype=torch.float64)).item() for v in lam.tolist()], dtype=torch.float64)
     ts[0] = float(SCHED.T)
     return torch.cat([ts, ts.new_zeros(1)])
 
@@ -203,7 +203,7 @@ def test_psi_matches_quadrature() -> None:
 @pytest.mark.parametrize("t", [1e-4, 0.37, 1.0, 1.5, 250.0, 999.9])
 def test_t_of_log_snr_inverts_below_one(t: float) -> None:
     lam = SCHED.log_snr(torch.tensor(t, dtype=torch.float64)).item()
-    assert t_of_log_snr(SCHED, lam) == pytest.approx(t, rel=1e-9)
+    assert SCHED.t_from_log_snr(torch.tensor(lam, dtype=torch.float64)).item() == pytest.approx(t, rel=1e-9)
 
 
 # --- bad input ------------------------------------------------------------------------------------------

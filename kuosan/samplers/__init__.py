@@ -7,39 +7,81 @@ steps on an (N+1)-point grid. Count network evaluations with :class:`kuosan.deno
 from __future__ import annotations
 
 import inspect
+from functools import partial
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
-from ..denoiser import Denoiser
+from ..denoiser import CountingDenoiser, Denoiser
 from .ddpm import ddim, ddpm
+from .dpm_solver import dpm_solver_2s, dpmpp
+from .edm import euler, heun
 from .grids import SPACINGS, karras_grid, logsnr_grid, uniform_grid
+from .inversion import ddim_invert
+from .ode import ode
+from .optimise import load_grid, optimise_grid, save_grid
+from .sde import pc, sde
+from .unipc import unipc
 
-SAMPLERS: dict[str, Callable[..., Tensor]] = {"ddpm": ddpm, "ddim": ddim}
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ddpm": ddpm, "ddim": ddim, "dpm++2m": partial(dpmpp, order=2), "dpm++3m": partial(dpmpp, order=3),
+    "dpm2s": dpm_solver_2s, "unipc": partial(unipc, order=2), "unipc3": partial(unipc, order=3), "heun": heun,
+    "euler": euler, "ode": ode, "sde": sde, "pc": pc,
+}
+GRIDS = ("uniform", "logsnr", "karras", "optimised")
+DETERMINISTIC = ("ddim", "dpm++2m", "dpm++3m", "dpm2s", "unipc", "unipc3", "heun", "euler")  # can be optimised
 
 
-def make_grid(D: Denoiser, steps: int, grid: str = "uniform", spacing: str = "trailing") -> Tensor:
-    """The time grid named ``grid`` with ``steps`` model times for D's schedule."""
+def make_grid(D: Denoiser, steps: int, grid: str = "uniform", spacing: str = "trailing", *,
+              sampler: str = "ddim", grid_dir: str | Path | None = None, calib_n: int = 128, seed: int = 0,
+              shape: tuple[int, ...] | None = None, device: torch.device | str = "cpu") -> Tensor:
+    """The time grid named ``grid`` with ``steps`` model times for D's schedule.
+
+    ``optimised``: read ``grid_dir/<sampler>_<steps>.json`` if present (checked against the schedule), else
+    optimise one for this denoiser, sampler and budget on ``calib_n`` calibration draws and save it there.
+    """
     sched = D.schedule
+    if grid == "optimised":
+        if sampler not in DETERMINISTIC:
+            raise ValueError(f"an optimised grid needs a deterministic sampler ({', '.join(DETERMINISTIC)}), "
+                             f"not {sampler!r}")
+        path = Path(grid_dir) / f"{sampler.replace('+', 'p')}_{steps}.json" if grid_dir is not None else None
+        if path is not None and path.is_file():
+            return load_grid(path, sched)
+        if shape is None:
+            raise ValueError("optimising a grid needs the sample shape")
+        x_cal = torch.randn((calib_n, *shape[1:]), generator=torch.Generator().manual_seed(10_000 + seed))
+        ts = optimise_grid(D, steps, x_cal.to(device), sampler=SAMPLERS[sampler])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_grid(path, ts, sched, sampler, steps)
+        return ts
     if grid == "uniform":
         return uniform_grid(sched.T, steps, spacing)
     if grid == "logsnr":
         return logsnr_grid(sched, steps)
     if grid == "karras":
         return karras_grid(sched, steps)
-    raise ValueError(f"unknown grid {grid!r}; choose one of uniform, logsnr, karras")
+    raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(GRIDS)}")
 
 
 def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, seed: int = 0, batch_size: int = 256,
            device: torch.device | str = "cpu", grid: str = "uniform", spacing: str = "trailing",
            ts: Tensor | None = None, cond: dict[str, Any] | None = None, progress: bool = False,
-           **opts: Any) -> Tensor:
-    """Draw shape[0] samples with a named sampler; x_T comes from ``seed`` so results repeat. Returns CPU."""
+           grid_dir: str | Path | None = None, stats: dict[str, Any] | None = None, **opts: Any) -> Tensor:
+    """Draw shape[0] samples with a named sampler; x_T comes from ``seed`` so results repeat. Returns CPU.
+
+    ``stats``, if given, receives the grid used and the NFE per batch.
+    """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     fn = SAMPLERS[sampler]
-    ts = make_grid(D, steps, grid, spacing) if ts is None else ts
+    if ts is None:
+        ts = make_grid(D, steps, grid, spacing, sampler=sampler, grid_dir=grid_dir, seed=seed, shape=shape,
+                       device=device)
+    counter = CountingDenoiser(D)
     accepted = inspect.signature(fn).parameters
     opts = {k: v for k, v in opts.items() if k in accepted}  # e.g. eta only reaches DDIM
     device = torch.device(device)
@@ -48,10 +90,13 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
     outs = []
     for i in range(0, shape[0], batch_size):
         c = {k: v[i:i + batch_size] for k, v in cond.items()} if cond else None
-        outs.append(fn(D, x_T[i:i + batch_size].to(device), ts, generator=gen, cond=c, progress=progress,
+        outs.append(fn(counter, x_T[i:i + batch_size].to(device), ts, generator=gen, cond=c, progress=progress,
                        **opts).cpu())
+    if stats is not None:
+        stats.update(grid=ts, nfe=counter.nfe // max(1, len(outs)))
     return torch.cat(outs)
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "ddim", "ddpm", "karras_grid", "logsnr_grid", "make_grid", "sample",
-           "uniform_grid"]
+__all__ = ["GRIDS", "SAMPLERS", "SPACINGS", "ddim", "ddim_invert", "ddpm", "dpm_solver_2s", "dpmpp", "euler", "heun",
+           "karras_grid", "load_grid", "logsnr_grid", "make_grid", "ode", "optimise_grid", "pc", "sample",
+           "save_grid", "sde", "uniform_grid", "unipc"]

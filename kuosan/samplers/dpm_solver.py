@@ -19,46 +19,15 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..schedules import Schedule
+from .grids import check_grid, full, pairs
 
 Callback = Callable[[int, Tensor, Tensor], None]
-
-
-def check_grid(ts: Tensor) -> list[float]:
-    """The grid as floats; ValueError unless it is 1-D, strictly descending and ends at t = 0."""
-    ts = torch.as_tensor(ts, dtype=torch.float64)
-    if ts.ndim != 1 or ts.numel() < 2:
-        raise ValueError(f"the time grid must be 1-D with at least 2 points (1 step), got shape {tuple(ts.shape)}")
-    if not bool((ts[1:] < ts[:-1]).all()):
-        raise ValueError("the time grid must be strictly descending (repeated or rising times make h = 0)")
-    if ts[-1].item() != 0.0:
-        raise ValueError(f"the time grid must end at t = 0 (data), got {ts[-1].item()!r}")
-    return ts.tolist()
-
-
-def steps(grid: list[float], progress: bool) -> list[tuple[float, float]] | Any:
-    """Pairs (t_i, t_{i+1}), wrapped in a tqdm bar when ``progress``."""
-    pairs = list(zip(grid[:-1], grid[1:]))
-    if progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(pairs, desc="sampling", leave=False)
-    return pairs
 
 
 def coeffs(sched: Schedule, t: float) -> tuple[float, float, float]:
     """(α, σ, λ = log(α/σ) = log_snr/2) at time t as floats (float64 schedule); λ = +inf at t = 0."""
     tt = torch.tensor(t, dtype=torch.float64)
     return sched.alpha(tt).item(), sched.sigma(tt).item(), 0.5 * sched.log_snr(tt).item()
-
-
-def t_of_log_snr(sched: Schedule, lam: float) -> float:
-    """Inverse of log_snr (full λ = log α²/σ²) on all of (0, T]: Schedule.t_from_log_snr clamps to t >= 1."""
-    lam_1 = sched.log_snr(torch.tensor(1.0, dtype=torch.float64)).item()
-    if lam <= lam_1:
-        return sched.t_from_log_snr(torch.tensor(lam, dtype=torch.float64)).item()
-    # On [0, 1] log ᾱ(t) = t·log ᾱ(1) (linear interpolation from log ᾱ_0 = 0), and log ᾱ = -softplus(-λ).
-    la = -torch.nn.functional.softplus(torch.tensor(-lam, dtype=torch.float64)).item()
-    return la / sched.log_alpha_bar(torch.tensor(1.0, dtype=torch.float64)).item()
 
 
 def psi(k: int, h: float) -> float:
@@ -69,10 +38,6 @@ def psi(k: int, h: float) -> float:
     for j in range(1, k):
         out = h**j / math.factorial(j) - out
     return out
-
-
-def _full(x: Tensor, t: float) -> Tensor:
-    return torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
 
 
 def _check_order(order: int) -> None:
@@ -92,12 +57,12 @@ def dpmpp(D: Denoiser, x: Tensor, ts: Tensor, *, order: Literal[1, 2, 3] = 2,
     exactly: x_s = (σ_s/σ_t) x_t + α_s [ψ_1 x̂_0 + ψ_2 (d1 + h' d2) + 2ψ_3 d2]; valid on non-uniform grids.
     """
     _check_order(order)
-    grid, sched, cond = check_grid(ts), D.schedule, cond or {}
+    grid, sched, cond = check_grid(ts, D.schedule.T), D.schedule, cond or {}
     lams: list[float] = []  # λ of the stored outputs, newest last
     x0s: list[Tensor] = []  # x̂_0 (B, *D) at those λ
-    for i, (t, s) in enumerate(steps(grid, progress)):
+    for i, (t, s) in enumerate(pairs(grid, progress)):
         _, s_t, lam_t = coeffs(sched, t)
-        x0 = D(x, _full(x, t), **cond)
+        x0 = D(x, full(x, t), **cond)
         lams, x0s = (lams + [lam_t])[-order:], (x0s + [x0])[-order:]
         if s == 0:
             x = x0  # h = inf: σ_s/σ_t = 0, α_s ψ_1 = 1
@@ -131,20 +96,20 @@ def dpm_solver_2s(D: Denoiser, x: Tensor, ts: Tensor, *, r: float = 0.5,
     """
     if not (0.0 < r <= 1.0):
         raise ValueError(f"the intermediate fraction r must lie in (0, 1], got {r!r}")
-    grid, sched, cond = check_grid(ts), D.schedule, cond or {}
-    for i, (t, s) in enumerate(steps(grid, progress)):
+    grid, sched, cond = check_grid(ts, D.schedule.T), D.schedule, cond or {}
+    for i, (t, s) in enumerate(pairs(grid, progress)):
         _, s_t, lam_t = coeffs(sched, t)
-        x0 = D(x, _full(x, t), **cond)
+        x0 = D(x, full(x, t), **cond)
         if s == 0:
             x = x0
         else:
             a_s, s_s, lam_s = coeffs(sched, s)
             h = lam_s - lam_t
-            tu = t_of_log_snr(sched, 2 * (lam_t + r * h))  # the schedule's λ is log_snr = 2·log(α/σ)
+            tu = sched.t_from_log_snr(torch.tensor(2 * (lam_t + r * h), dtype=torch.float64)).item()  # the schedule's λ is log_snr = 2·log(α/σ)
             a_u, s_u, lam_u = coeffs(sched, tu)
             # use the schedule's own λ(t_u) (equal to λ_t + r·h up to the inversion's rounding)
             u = (s_u / s_t) * x + (a_u * psi(1, lam_u - lam_t)) * x0
-            x0_u = D(u, _full(x, tu), **cond)
+            x0_u = D(u, full(x, tu), **cond)
             d = (1 - 1 / (2 * r)) * x0 + (1 / (2 * r)) * x0_u
             x = (s_s / s_t) * x + (a_s * psi(1, h)) * d
         if callback is not None:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..schedules import Schedule
-from .dpm_solver import check_grid, steps
+from .grids import check_grid, full, pairs
 
 Callback = Callable[[int, Tensor, Tensor], None]
 
@@ -26,21 +26,17 @@ def _ve(sched: Schedule, t: float) -> tuple[float, float]:
     return a, sched.sigma(tt).item() / a
 
 
-def _full(x: Tensor, t: float) -> Tensor:
-    return torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
-
-
 @torch.no_grad()
 def euler(D: Denoiser, x: Tensor, ts: Tensor, *, generator: torch.Generator | None = None,
           cond: dict[str, Any] | None = None, progress: bool = False, callback: Callback | None = None) -> Tensor:
     """Karras Alg. 1 without the correction: y_s = y_t + (σ̃_s - σ̃_t)(y_t - x̂_0)/σ̃_t; NFE = N."""
-    grid, sched, cond = check_grid(ts), D.schedule, cond or {}
+    grid, sched, cond = check_grid(ts, D.schedule.T), D.schedule, cond or {}
     a_t, sg_t = _ve(sched, grid[0])
     y = x / a_t
-    for i, (t, s) in enumerate(steps(grid, progress)):
+    for i, (t, s) in enumerate(pairs(grid, progress)):
         a_t, sg_t = _ve(sched, t)
         a_s, sg_s = _ve(sched, s)
-        x0 = D(a_t * y, _full(y, t), **cond)
+        x0 = D(a_t * y, full(y, t), **cond)
         # at σ̃_s = 0 the Euler step lands exactly on x̂_0
         y = x0 if s == 0 else y + ((sg_s - sg_t) / sg_t) * (y - x0)
         if callback is not None:
@@ -55,19 +51,19 @@ def heun(D: Denoiser, x: Tensor, ts: Tensor, *, generator: torch.Generator | Non
 
     NFE = 2N - 1 (two evaluations per step, one on the last step).
     """
-    grid, sched, cond = check_grid(ts), D.schedule, cond or {}
+    grid, sched, cond = check_grid(ts, D.schedule.T), D.schedule, cond or {}
     a_t, sg_t = _ve(sched, grid[0])
     y = x / a_t
-    for i, (t, s) in enumerate(steps(grid, progress)):
+    for i, (t, s) in enumerate(pairs(grid, progress)):
         a_t, sg_t = _ve(sched, t)
         a_s, sg_s = _ve(sched, s)
-        x0 = D(a_t * y, _full(y, t), **cond)
+        x0 = D(a_t * y, full(y, t), **cond)
         if s == 0:
             y = x0
         else:
             d = (y - x0) / sg_t  # dy/dσ̃ at (y_t, σ̃_t)
             y_e = y + (sg_s - sg_t) * d
-            d_e = (y_e - D(a_s * y_e, _full(y, s), **cond)) / sg_s
+            d_e = (y_e - D(a_s * y_e, full(y, s), **cond)) / sg_s
             y = y + (sg_s - sg_t) * 0.5 * (d + d_e)
         if callback is not None:
             callback(i, a_s * y, x0)

@@ -7,7 +7,7 @@ computes prev = t - T//N, wrong for ``linspace`` and off the end for ``trailing`
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor
@@ -23,6 +23,35 @@ def check_steps(steps: int, T: int | None = None) -> None:
         raise ValueError(f"the number of sampling steps must be a positive integer, got {steps!r}")
     if T is not None and steps > T:
         raise ValueError(f"{steps} sampling steps exceed the schedule's T = {T}")
+
+
+def check_grid(ts: Tensor, T: int | None = None) -> list[float]:
+    """The grid as floats; ValueError unless 1-D, finite, strictly descending, within [0, T], ending at t = 0."""
+    ts = torch.as_tensor(ts, dtype=torch.float64)
+    if ts.ndim != 1 or ts.numel() < 2:
+        raise ValueError(f"the time grid must be 1-D with at least 2 points (1 step), got shape {tuple(ts.shape)}")
+    if not bool(torch.isfinite(ts).all()) or ts[-1].item() != 0.0:
+        raise ValueError(f"the time grid must be finite and end at t = 0 (data), got last value {ts[-1].item()!r}")
+    if not bool((ts[1:] < ts[:-1]).all()):
+        raise ValueError("the time grid must be strictly descending (repeated or rising times make a zero step)")
+    if T is not None and ts[0].item() > T:
+        raise ValueError(f"the time grid starts at t = {ts[0].item():g}, beyond the schedule's T = {T}")
+    return ts.tolist()
+
+
+def pairs(grid: list[float], progress: bool = False, desc: str = "sampling") -> Any:
+    """Steps (t_i, t_{i+1}) of a grid, wrapped in a tqdm bar when ``progress``."""
+    steps = list(zip(grid[:-1], grid[1:]))
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(steps, desc=desc, leave=False)
+    return steps
+
+
+def full(x: Tensor, t: float) -> Tensor:
+    """The time t as a (B,) tensor matching x's batch, device and dtype."""
+    return torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
 
 
 def uniform_grid(T: int, steps: int, spacing: str = "trailing") -> Tensor:

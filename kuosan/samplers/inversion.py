@@ -16,7 +16,7 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..forward import x0_to_eps
-from .sde import check_grid
+from .grids import check_grid
 
 
 @torch.no_grad()

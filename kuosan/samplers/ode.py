@@ -14,8 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..denoiser import Denoiser
-from ..schedules import Schedule
-from .sde import check_grid
+from .grids import check_grid
 
 Method = Literal["dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -23,15 +22,6 @@ METHODS: tuple[str, ...] = get_args(Method)
 
 class MissingDependency(ImportError, ValueError):
     """An optional dependency is not installed (both an ImportError and a ValueError)."""
-
-
-def t_of_log_snr(sched: Schedule, lam: Tensor) -> Tensor:
-    """t(λ) on the whole of (0, T]: the schedule's inverse on [1, T], and on (0, 1) the inverse of its
-    linear-in-t log ᾱ between log ᾱ_0 = 0 and log ᾱ_1 (Schedule.t_from_log_snr stops at t = 1)."""
-    lam = lam.to(torch.float64)
-    la = -F.softplus(-lam)  # log ᾱ = log sigmoid(λ)
-    la1 = sched.log_alpha_bar(torch.tensor(1.0, dtype=torch.float64))
-    return torch.where(la > la1, la / la1, sched.t_from_log_snr(lam))
 
 
 @torch.no_grad()
@@ -70,7 +60,7 @@ def ode(D: Denoiser, x: Tensor, ts: Tensor, *, rtol: float = 1e-5, atol: float =
     def rhs(u: Tensor, y: Tensor) -> Tensor:
         # dy/du = y - x̂_0(α y, t) with λ = -2u; y (B, *D)
         lam = -2.0 * u.to(torch.float64)
-        t = t_of_log_snr(sched, lam)
+        t = sched.t_from_log_snr(lam)
         x_t = alpha(lam).to(dt) * y
         x0 = D(x_t, torch.full((B,), float(t), dtype=dt, device=x.device), **cond)
         if callback is not None:

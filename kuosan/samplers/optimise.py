@@ -24,9 +24,7 @@ from torch import Tensor
 from ..denoiser import Denoiser
 from ..schedules import Schedule
 from .ddpm import ddim
-from .grids import check_steps, karras_grid, logsnr_grid
-from .ode import t_of_log_snr
-from .sde import check_grid
+from .grids import check_grid, check_steps, karras_grid, logsnr_grid
 
 Method = Literal["Nelder-Mead", "Powell"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -46,7 +44,7 @@ def grid_from_params(sched: Schedule, theta: Tensor, steps: int, t_min: float = 
     lam_T, lam_hi = _lam(sched, sched.T), _lam(sched, t_min)
     w = torch.softmax(torch.cat([theta.new_zeros(1), theta.to(torch.float64)]), 0)  # (N-1 [+1 slack],)
     lam = lam_T + (lam_hi - lam_T) * torch.cumsum(w[: steps - 1], 0)  # λ_1..λ_{N-1}, increasing
-    ts = t_of_log_snr(sched, lam)
+    ts = sched.t_from_log_snr(lam)
     return torch.cat([torch.tensor([float(sched.T)], dtype=torch.float64), ts, ts.new_zeros(1)])
 
 
@@ -57,7 +55,6 @@ def params_from_grid(sched: Schedule, ts: Tensor, t_min: float = 1.0, free_end: 
     With ``free_end`` a zero slack (grid ending at t_min) is raised to ``min_slack`` × the mean increment, so
     the optimiser can move the end; the grid then differs slightly from ``ts``.
     """
-    steps = ts.numel() - 1
     lam_T, lam_hi = _lam(sched, sched.T), _lam(sched, t_min)
     lam = torch.tensor([lam_T] + [_lam(sched, float(t)) for t in ts[1:-1]], dtype=torch.float64).clamp(max=lam_hi)
     inc = lam.diff()  # (N-1,)

@@ -15,18 +15,9 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..schedules import Schedule
+from .grids import check_grid, pairs
 
 Predictor = Literal["reverse_diffusion", "euler_maruyama"]
-
-
-def check_grid(ts: Tensor, T: int) -> None:
-    """A sampler grid: 1-D, at least two points, strictly descending, within [0, T], ending at t = 0."""
-    if not isinstance(ts, Tensor) or ts.ndim != 1 or ts.numel() < 2:
-        raise ValueError("the time grid must be a 1-D tensor t_0 > ... > t_N = 0 with at least two points")
-    if not bool(torch.isfinite(ts).all()) or float(ts[-1]) != 0.0:
-        raise ValueError(f"the time grid must be finite and end at t = 0, got last value {float(ts[-1])!r}")
-    if not bool((ts[1:] < ts[:-1]).all()) or float(ts[0]) > T:
-        raise ValueError(f"the time grid must be strictly descending within [0, T = {T}]")
 
 
 def beta(sched: Schedule, t: float) -> float:
@@ -39,15 +30,6 @@ def beta(sched: Schedule, t: float) -> float:
 
 def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-
-
-def _steps(ts: Tensor, progress: bool, desc: str):
-    pairs = list(zip(ts[:-1].tolist(), ts[1:].tolist()))
-    if progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(pairs, desc=desc, leave=False)
-    return pairs
 
 
 def _score(D: Denoiser, x: Tensor, t: float, cond: dict[str, Any]) -> tuple[Tensor, Tensor]:
@@ -84,8 +66,7 @@ def sde(D: Denoiser, x: Tensor, ts: Tensor, *, generator: torch.Generator | None
         callback: Callable[[int, Tensor, Tensor], None] | None = None) -> Tensor:
     """Euler–Maruyama on Song et al. Eq. (6) over the grid (β(t) = -d log ᾱ/dt at t); last step x_0 = x̂_0."""
     sched, cond = D.schedule, cond or {}
-    check_grid(ts, sched.T)
-    for i, (t, s) in enumerate(_steps(ts, progress, "sde")):
+    for i, (t, s) in enumerate(pairs(check_grid(ts, sched.T), progress, "sde")):
         x0, score = _score(D, x, t, cond)
         x = _em_step(sched, x, score, t, s, _noise(x, generator)) if s > 0 else x0
         if callback is not None:
@@ -112,9 +93,8 @@ def pc(D: Denoiser, x: Tensor, ts: Tensor, *, snr: float = 0.16, corrector_steps
     if predictor not in PREDICTORS:
         raise ValueError(f"unknown predictor {predictor!r}; choose one of {', '.join(PREDICTORS)}")
     sched, cond = D.schedule, cond or {}
-    check_grid(ts, sched.T)
     d = x[0].numel()
-    for i, (t, s) in enumerate(_steps(ts, progress, "pc")):
+    for i, (t, s) in enumerate(pairs(check_grid(ts, sched.T), progress, "pc")):
         for _ in range(corrector_steps):  # Langevin MCMC targeting p_t
             _, g = _score(D, x, t, cond)
             g2 = g.reshape(g.shape[0], -1).pow(2).sum(1).mean()

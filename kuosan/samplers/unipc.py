@@ -19,7 +19,8 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Denoiser
-from .dpm_solver import check_grid, coeffs, psi, steps
+from .dpm_solver import coeffs, psi
+from .grids import check_grid, full, pairs
 
 Variant = Literal["bh1", "bh2"]
 VARIANTS: tuple[str, ...] = get_args(Variant)
@@ -40,10 +41,6 @@ def uni_coeffs(r: list[float], h: float, b: float) -> list[float]:
     return torch.linalg.solve(R, rhs).tolist()
 
 
-def _full(x: Tensor, t: float) -> Tensor:
-    return torch.full((x.shape[0],), t, device=x.device, dtype=x.dtype)
-
-
 @torch.no_grad()
 def unipc(D: Denoiser, x: Tensor, ts: Tensor, *, order: Literal[1, 2, 3] = 2, corrector: bool = True,
           variant: Variant = "bh2", generator: torch.Generator | None = None, cond: dict[str, Any] | None = None,
@@ -58,11 +55,11 @@ def unipc(D: Denoiser, x: Tensor, ts: Tensor, *, order: Literal[1, 2, 3] = 2, co
         raise ValueError(f"UniPC order must be 1, 2 or 3, got {order!r}")
     if variant not in VARIANTS:
         raise ValueError(f"unknown UniPC variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    grid, sched, cond = check_grid(ts), D.schedule, cond or {}
+    grid, sched, cond = check_grid(ts, D.schedule.T), D.schedule, cond or {}
     lams: list[float] = []  # λ of stored outputs, newest last (the newest is at the current point)
     x0s: list[Tensor] = []  # x̂_0 (B, *D)
-    x0 = D(x, _full(x, grid[0]), **cond)
-    for i, (t, s) in enumerate(steps(grid, progress)):
+    x0 = D(x, full(x, grid[0]), **cond)
+    for i, (t, s) in enumerate(pairs(grid, progress)):
         _, s_t, lam_t = coeffs(sched, t)
         lams, x0s = (lams + [lam_t])[-order:], (x0s + [x0])[-order:]
         if s == 0:
@@ -77,7 +74,7 @@ def unipc(D: Denoiser, x: Tensor, ts: Tensor, *, order: Literal[1, 2, 3] = 2, co
             x_pred = lin
             for a_m, r_m, d_m in zip(uni_coeffs(r, h, b) if r else [], r, dm):
                 x_pred = x_pred + (a_s * b * a_m / r_m) * d_m  # UniP-p
-            x0_now, x0 = x0, D(x_pred, _full(x, s), **cond)  # reused by the corrector and by the next step
+            x0_now, x0 = x0, D(x_pred, full(x, s), **cond)  # reused by the corrector and by the next step
             x_out = x_pred
             if corrector and grid[i + 2] > 0:
                 x_out = lin
