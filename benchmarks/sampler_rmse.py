@@ -59,7 +59,8 @@ def curves64() -> GaussianMixture:
     u = torch.linspace(0, 1, D, dtype=torch.float64)
     means = [torch.sin(2 * math.pi * u), 2 * u - 1, torch.cos(3 * math.pi * u), torch.where(u < 0.5, -1.0, 1.0) * 0.9,
              1 - 2 * (2 * u - 1).abs(), 0.7 * torch.sin(4 * math.pi * u)]
-    kernels = [curve_cov(D, scale=s, length=l) for s, l in [(0.1, 4), (0.05, 8), (0.2, 3), (0.02, 12), (0.1, 6), (0.05, 2)]]
+    scale_length = [(0.1, 4), (0.05, 8), (0.2, 3), (0.02, 12), (0.1, 6), (0.05, 2)]
+    kernels = [curve_cov(D, scale=s, length=l) for s, l in scale_length]
     return curves(means, kernels, [1.0] * 6)
 
 
@@ -221,7 +222,10 @@ def ode_candidates(D: ExactDenoiser, x_cal: Tensor, ref_cal: Tensor) -> list[dic
     return out
 
 
-def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None]) -> dict[str, dict[int, tuple[float, int]]]:
+Rows = dict[str, dict[int, tuple[float, int]]]  # 'lib:sampler/grid' -> {NFE budget: (RMSE, NFE used)}
+
+
+def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None]) -> Rows:
     """rows 'lib:sampler/grid' -> {NFE budget: (RMSE, NFE used)} for one mixture."""
     mix = MIXTURES[name][0]()
     sched = make_schedule("linear", T)
@@ -233,10 +237,11 @@ def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None
     need_cal = (args.opt and optimise_grid is not None) or (args.ode and ode is not None)
     ref_cal = pf_ode_solve(mix, x_cal, sched.sigma_max()) if need_cal else None
     log(f"[{name}] dim {mix.dim}, {len(mix.weights)} modes, references in {time.time() - t0:.1f}s")
-    rows: dict[str, dict[int, tuple[float, int]]] = {}
+    rows: Rows = {}
     for sname in args.samplers:
         fn, to_steps = KUOSAN[sname]
-        grids = list(GRIDS) + (["optimised"] if args.opt and optimise_grid is not None and sname in args.opt_samplers else [])
+        opt = args.opt and optimise_grid is not None and sname in args.opt_samplers
+        grids = list(GRIDS) + (["optimised"] if opt else [])
         for grid in grids:
             row = rows.setdefault(f"kuosan:{sname}/{grid}", {})
             for budget in args.nfe:
@@ -273,14 +278,14 @@ def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None
     return rows
 
 
-def best_at(rows: dict, prefix: str, budget: int, exclude: str | None = None) -> tuple[str, float] | None:
+def best_at(rows: Rows, prefix: str, budget: int, exclude: str | None = None) -> tuple[str, float] | None:
     """The row with the smallest RMSE at ``budget`` among those that stayed within it (adaptive ODE may not)."""
-    cands = [(k, v[budget][0]) for k, v in rows.items()
-             if k.startswith(prefix) and budget in v and v[budget][1] <= budget and (exclude is None or exclude not in k)]
+    cands = [(k, v[budget][0]) for k, v in rows.items() if k.startswith(prefix) and budget in v
+             and v[budget][1] <= budget and (exclude is None or exclude not in k)]
     return min(cands, key=lambda kv: kv[1]) if cands else None
 
 
-def report(name: str, rows: dict, args: argparse.Namespace, log: Callable[[str], None]) -> str:
+def report(name: str, rows: Rows, args: argparse.Namespace, log: Callable[[str], None]) -> str:
     """Print the table of one mixture and return its summary line."""
     held = " (held out)" if MIXTURES[name][1] else ""
     log(f"\n== {name}{held}: RMSE to the exact PF-ODE endpoint (NFE used in brackets where it differs from the budget)")
@@ -315,7 +320,7 @@ def report(name: str, rows: dict, args: argparse.Namespace, log: Callable[[str],
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="tiny run: 64 points, NFE 5,10, fewer samplers, no optimisation")
+    p.add_argument("--quick", action="store_true", help="tiny: 64 points, NFE 5,10, fewer samplers, no optimisation")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest for these sizes)")
     p.add_argument("--mixtures", default=None, help=f"comma list from {', '.join(MIXTURES)} (default: all)")
     p.add_argument("--n", type=int, default=None, help="evaluation points (default 512, quick 64)")

@@ -141,6 +141,8 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
 
     X, Y = train_ds.x.to(device), (train_ds.y.to(device) if train_ds.y is not None else None)
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    if end <= start:  # nothing to train; saving would label step-`start` weights as step `end`
+        raise ValueError(f"the run is already at step {start}; ask for more steps (--steps/--stop-at > {start})")
     is_main = rank == 0
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
