@@ -10,6 +10,8 @@ Optimised grids (kuosan.samplers.optimise) are fitted on a separate calibration 
 evaluation batch; held-out mixtures (marked in the tables) were not used to choose anything here.
 diffusers' schedulers get ε̂ = (x - α E[x_0|x])/σ at the (α, σ) their own update uses (alphas_cumprod[τ] for DDIM,
 their σ̃ otherwise), i.e. even at Karras σ̃ between integer timesteps: the most favourable reading for diffusers.
+The bespoke solver (kuosan.samplers.bespoke: times and per-step coefficients fitted by gradient descent) is
+fitted on its own calibration batch of --bespoke-n-cal draws (seed 2), separate from the evaluation batch (seed 0).
 Run: python benchmarks/sampler_rmse.py [--quick] [--mixtures ring,curves64] [--n 512] [--threads 1] [--no-opt]
 """
 
@@ -37,6 +39,10 @@ try:  # optional modules of kuosan that may not exist in every checkout
     from kuosan.samplers.optimise import optimise_grid
 except ImportError:  # pragma: no cover - depends on the checkout
     optimise_grid = None
+try:
+    from kuosan.samplers.bespoke import bespoke, optimise_solver
+except ImportError:  # pragma: no cover
+    optimise_solver = None
 try:
     from kuosan.samplers.ode import ode
 except ImportError:  # pragma: no cover
@@ -257,6 +263,22 @@ def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None
                 if nfe > budget:
                     raise RuntimeError(f"kuosan {sname}/{grid}: {nfe} NFE exceed the budget {budget}")
                 row[budget] = (rmse(out, ref), nfe)
+    if args.bespoke and optimise_solver is not None:
+        # Own calibration draws (seed 2, never the evaluation batch) with their exact endpoints; the early-stopping
+        # slice is part of this calibration batch too.
+        x_bc = torch.randn(args.bespoke_n_cal, mix.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+        tb = time.time()
+        ref_bc = pf_ode_solve(mix, x_bc, sched.sigma_max())
+        log(f"[{name}] bespoke calibration references ({args.bespoke_n_cal} points) in {time.time() - tb:.1f}s")
+        row = rows.setdefault("kuosan:bespoke/optimised", {})
+        for budget in args.nfe:
+            if budget > args.opt_max_nfe or budget < 3:
+                continue
+            P = optimise_solver(D, budget, x_bc, reference=ref_bc)
+            log(f"[{name}] bespoke {budget} NFE optimised in {P.info['seconds']:.1f}s "
+                f"(validation RMSE {P.info['start_val_rmse']:.3e} -> {P.info['val_rmse']:.3e})")
+            out, nfe = run_kuosan(partial(bespoke, coeffs=P.coeffs()), D, x_T, P.ts)
+            row[budget] = (rmse(out, ref), nfe)
     if args.ode and ode is not None:
         row, cands = rows.setdefault("kuosan:ode/adaptive", {}), ode_candidates(D, x_cal, ref_cal)
         for budget in args.nfe:
@@ -331,6 +353,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="samplers that get an optimised grid")
     p.add_argument("--opt-max-nfe", type=int, default=20, help="optimise grids only up to this NFE (cost ~ NFE²)")
     p.add_argument("--opt-evals", type=int, default=400, help="max objective evaluations per optimised grid")
+    p.add_argument("--no-bespoke", dest="bespoke", action="store_false", help="skip the bespoke solver")
+    p.add_argument("--bespoke-n-cal", type=int, default=4096, help="calibration points for the bespoke solver")
     p.add_argument("--no-ode", dest="ode", action="store_false", help="skip the adaptive ODE sampler")
     p.add_argument("--no-diffusers", dest="diffusers", action="store_false", help="skip diffusers even if installed")
     a = p.parse_args(argv)
@@ -344,10 +368,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     a.opt_samplers = a.opt_samplers.split(",")
     if [v for v in a.opt_samplers if v not in KUOSAN]:
         raise ValueError(f"unknown sampler(s) in --opt-samplers {a.opt_samplers}; choose from {', '.join(KUOSAN)}")
-    if a.n < 1 or a.n_cal < 1 or a.threads < 1 or min(a.nfe) < 1:
-        raise ValueError("--n, --n-cal, --threads and every --nfe budget must be positive integers")
+    if a.n < 1 or a.n_cal < 1 or a.bespoke_n_cal < 4 or a.threads < 1 or min(a.nfe) < 1:
+        raise ValueError("--n, --n-cal, --threads and every --nfe budget must be positive integers "
+                         "(--bespoke-n-cal at least 4)")
     if a.quick:
-        a.opt, a.ode = False, False
+        a.opt, a.ode, a.bespoke = False, False, False
     a.diffusers = a.diffusers and diffusers_available()
     a.diffusers_samplers = list(QUICK_DIFFUSERS if a.quick else _diffusers_configs())
     return a

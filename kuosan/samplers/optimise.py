@@ -4,8 +4,8 @@ The N model times t_0 = T > t_1 > ... > t_{N-1} are placed by N-1 positive incre
 between λ(T) and λ(t_min) (softmax weights, so every candidate is a valid descending grid); with
 ``free_end`` one more weight is the slack left between λ(t_{N-1}) and λ(t_min), so the last model time
 is free too. The weights minimise RMSE(sampler(D, x_cal, grid), reference) on a small calibration batch
-with a derivative-free scipy optimiser (deterministic), started from the better of the logSNR and
-Karras grids (in the spirit of Sabour et al. 2024 "Align Your Steps", here with a direct error target).
+with a derivative-free scipy optimiser (deterministic), started from the best of the uniform (trailing),
+logSNR and Karras grids (in the spirit of Sabour et al. 2024 "Align Your Steps", here with a direct error target).
 Only deterministic samplers make sense here (the RMSE of a stochastic sampler mixes in its noise).
 """
 
@@ -24,7 +24,7 @@ from torch import Tensor
 from ..denoiser import Denoiser
 from ..schedules import Schedule
 from .ddpm import ddim
-from .grids import check_grid, check_steps, karras_grid, logsnr_grid
+from .grids import check_grid, check_steps, karras_grid, logsnr_grid, uniform_grid
 
 Method = Literal["Nelder-Mead", "Powell"]
 METHODS: tuple[str, ...] = get_args(Method)
@@ -74,7 +74,7 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Callable[.
     ``reference`` defaults to the same sampler on a ``ref_steps``-step logSNR grid (pass e.g. the ``ode``
     sampler's output for a solver-independent target). The objective costs ``steps`` NFE on x_cal per
     evaluation; ``max_evals`` (default 60 per parameter) bounds the search. ``init_step`` is the initial
-    simplex size in logit units. Returns the best of the optimum and the logSNR/Karras starts.
+    simplex size in logit units. Returns the best of the optimum and the uniform/logSNR/Karras starts.
     On multimodal data the RMSE is dominated by the few trajectories near basin boundaries, so a
     batch of 64 can over-fit them; 128-256 points generalise markedly better (cost is linear in B).
     """
@@ -102,7 +102,9 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Callable[.
         err = float((out - reference).double().pow(2).mean().sqrt())
         return err if math.isfinite(err) else _BAD
 
-    starts = [logsnr_grid(sched, steps, t_min), karras_grid(sched, steps, t_min=t_min)]
+    # the uniform trailing grid is often the best start for multistep solvers on multimodal data
+    starts = [uniform_grid(sched.T, steps, "trailing"), logsnr_grid(sched, steps, t_min),
+              karras_grid(sched, steps, t_min=t_min)]
     best = min(starts, key=rmse)
     n_par = steps - 2 + int(free_end)
     if n_par < 1:  # one model time (or two with a fixed end): nothing to choose
@@ -124,12 +126,18 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Callable[.
     return min([to_grid(res.x), best], key=rmse)
 
 
-def save_grid(path: str | Path, grid: Tensor, schedule: Schedule, sampler_name: str, nfe: int) -> None:
-    """Write an optimised grid as JSON with the schedule's fingerprint (floats round-trip exactly)."""
+def save_grid(path: str | Path, grid: Tensor, schedule: Schedule, sampler_name: str, nfe: int,
+              coeffs: dict[str, list[float]] | None = None) -> None:
+    """Write an optimised grid as JSON with the schedule's fingerprint (floats round-trip exactly).
+
+    ``coeffs`` (e.g. a bespoke solver's per-step coefficients) are stored alongside under "coeffs".
+    """
     check_grid(grid, schedule.T)
     doc = {"format": GRID_FORMAT, "version": 1, "schedule": schedule.fingerprint(), "schedule_kind": schedule.kind,
            "T": schedule.T, "sampler": str(sampler_name), "nfe": int(nfe),
            "grid": [float(t) for t in grid.to(torch.float64)]}
+    if coeffs is not None:
+        doc["coeffs"] = {str(k): [float(u) for u in v] for k, v in coeffs.items()}
     Path(path).write_text(json.dumps(doc, indent=1))
 
 

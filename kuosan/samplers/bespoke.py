@@ -1,0 +1,227 @@
+"""Bespoke multistep solver: model times and per-step coefficients fitted by gradient descent for one model.
+
+In the spirit of Shaul et al. 2023 ("Bespoke Solvers", Eq. (6)-(9): a solver's free parameters trained by
+backpropagating the endpoint error through the sampler) and DPM-Solver-v3's model-specific coefficients,
+on top of DPM-Solver++(2M) in data-prediction form (Lu et al. 2022b Alg. 2; λ = log(α/σ), h = λ_s - λ_t):
+    x_s = (σ_s/σ_t)(1 + c_i) x_t + α_s ψ_1(h) [x̂_0^{(i)} + (h/(2h') + a_i)(x̂_0^{(i)} - x̂_0^{(i-1)})
+                                                   + b_i (x̂_0^{(i-1)} - x̂_0^{(i-2)})],
+with c = a = b = 0 being DPM-Solver++(2M) exactly. The step into t = 0 is
+    x_0 = x̂_0^{(N-1)} + e_0 (x_{N-1}/α_{N-1} - x̂_0^{(N-1)}) + e_1 (x̂_0^{(N-1)} - x̂_0^{(N-2)})
+          + e_2 (x̂_0^{(N-2)} - x̂_0^{(N-3)}).
+Every eval point stays a linear combination of x_T and earlier outputs (UniPC-2 with its corrector lies in this
+family), so NFE = N. The times use optimise.grid_from_params (monotone softmax increments of log-SNR).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..denoiser import Denoiser
+from ..schedules import Schedule
+from .dpm_solver import dpmpp
+from .grids import check_grid, check_steps, karras_grid, logsnr_grid, uniform_grid
+from .optimise import grid_from_params, load_grid, params_from_grid, save_grid
+
+COEFF_NAMES = ("c", "a", "b", "e")  # per-step x-scale, 1st/2nd difference weights (N-1,), final step (3,)
+
+
+@dataclass(frozen=True)
+class SolverParams:
+    """A fitted bespoke solver: grid ts (N+1,) float64 ending at 0, c/a/b (N-1,), e (3,); plus fit diagnostics."""
+
+    ts: Tensor
+    c: Tensor
+    a: Tensor
+    b: Tensor
+    e: Tensor
+    info: dict[str, Any]
+
+    def coeffs(self) -> dict[str, Tensor]:
+        return {"c": self.c, "a": self.a, "b": self.b, "e": self.e}
+
+
+def zero_coeffs(steps: int) -> dict[str, Tensor]:
+    """Coefficients that make the bespoke solver DPM-Solver++(2M)."""
+    z = torch.zeros(max(steps - 1, 0), dtype=torch.float64)
+    return {"c": z, "a": z.clone(), "b": z.clone(), "e": torch.zeros(3, dtype=torch.float64)}
+
+
+def _check_coeffs(coeffs: dict[str, Tensor], steps: int) -> dict[str, Tensor]:
+    if not isinstance(coeffs, dict) or set(coeffs) != set(COEFF_NAMES):
+        raise ValueError(f"bespoke coefficients must be a dict with keys {COEFF_NAMES}, got {coeffs!r:.80}")
+    out = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in coeffs.items()}
+    for k, v in out.items():
+        want = (3,) if k == "e" else (steps - 1,)
+        if tuple(v.shape) != want:
+            raise ValueError(f"bespoke coefficient {k!r} must have shape {want} for {steps} steps, "
+                             f"got {tuple(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"bespoke coefficient {k!r} has non-finite values")
+    return out
+
+
+def _solve(D: Denoiser, x: Tensor, ts: Tensor, co: dict[str, Tensor], cond: dict[str, Any]) -> Tensor:
+    """The solver, differentiable in x, ts (N+1,) and the coefficients; ts must be valid (checked by callers)."""
+    sched: Schedule = D.schedule
+    n = ts.numel() - 1
+    tm = ts[:-1].to(x.dtype)  # model times (N,)
+    la = sched.log_alpha_bar(tm)
+    alpha, sigma = (0.5 * la).exp(), (-torch.expm1(la)).sqrt()
+    lam = alpha.log() - sigma.log()  # λ = log(α/σ) (N,)
+    c, a, b, e = (co[k].to(x) for k in COEFF_NAMES)
+    x0s: list[Tensor] = []
+    for i in range(n):
+        x0 = D(x, tm[i].expand(x.shape[0]), **cond)  # (B, *D)
+        x0s.append(x0)
+        if i == n - 1:  # into t = 0: the denoise plus learned corrections
+            out = x0 + e[0] * (x / alpha[i] - x0)
+            if i >= 1:
+                out = out + e[1] * (x0 - x0s[-2])
+            if i >= 2:
+                out = out + e[2] * (x0s[-2] - x0s[-3])
+            return out
+        h = lam[i + 1] - lam[i]
+        d = x0
+        if i >= 1:
+            d = d + (h / (2 * (lam[i] - lam[i - 1])) + a[i]) * (x0 - x0s[-2])
+        if i >= 2:
+            d = d + b[i] * (x0s[-2] - x0s[-3])
+        x = (sigma[i + 1] / sigma[i]) * (1 + c[i]) * x + alpha[i + 1] * (-torch.expm1(-h)) * d
+    raise AssertionError("unreachable")
+
+
+@torch.no_grad()
+def bespoke(D: Denoiser, x: Tensor, ts: Tensor, *, coeffs: dict[str, Tensor] | None = None,
+            generator: torch.Generator | None = None, cond: dict[str, Any] | None = None, progress: bool = False,
+            callback: Callable[[int, Tensor, Tensor], None] | None = None) -> Tensor:
+    """Bespoke 2M solver (module docstring) on grid ts with fitted ``coeffs`` (None: DPM-Solver++(2M)); NFE = N."""
+    grid = check_grid(ts, D.schedule.T)
+    steps = len(grid) - 1
+    co = _check_coeffs(zero_coeffs(steps) if coeffs is None else coeffs, steps)
+    out = _solve(D, x, torch.tensor(grid, dtype=torch.float64), co, cond or {})
+    if callback is not None:
+        callback(steps - 1, out, out)
+    return out
+
+
+def _start_grids(sched: Schedule, steps: int, t_min: float) -> list[Tensor]:
+    return [uniform_grid(sched.T, steps, "trailing"), logsnr_grid(sched, steps, t_min),
+            karras_grid(sched, steps, t_min=t_min)]
+
+
+def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor | None = None, ref_steps: int = 500,
+                    iters: int = 300, lr: float = 0.02, batch_size: int = 256, val_frac: float = 0.25,
+                    reg: float = 1e-3, t_min: float = 1.0, init_grid: Tensor | None = None, eval_every: int = 10,
+                    seed: int = 0, cond: dict[str, Any] | None = None) -> SolverParams:
+    """Fit times and coefficients by Adam on MSE(bespoke(D, x_cal), reference) (Shaul et al. 2023 §3).
+
+    x_cal is split into a training part (minibatches of ``batch_size``) and a validation slice (``val_frac``)
+    used for early stopping: the returned parameters are those with the lowest validation RMSE seen, the start
+    (best of the uniform-trailing/logSNR/Karras grids and ``init_grid``, e.g. an optimise_grid result, with
+    DPM-Solver++(2M) coefficients) included.
+    ``reference`` defaults to DPM-Solver++(3M) on a ``ref_steps``-step logSNR grid. ``reg`` weighs an L2
+    penalty on the coefficients (relative to the start's MSE) against over-fitting the calibration batch.
+    """
+    check_steps(steps)
+    if steps < 3:
+        raise ValueError(f"a bespoke solver needs at least 3 steps, got {steps}")
+    sched = D.schedule
+    if not (0 < t_min < sched.T):
+        raise ValueError(f"t_min must lie in (0, T = {sched.T}), got {t_min!r}")
+    if not isinstance(iters, int) or iters < 0:
+        raise ValueError(f"iters must be a non-negative integer, got {iters!r}")
+    if not (0.0 < val_frac < 1.0):
+        raise ValueError(f"val_frac must lie in (0, 1), got {val_frac!r}")
+    n_val = round(val_frac * x_cal.shape[0])
+    if x_cal.ndim < 2 or n_val < 1 or x_cal.shape[0] - n_val < 1:
+        raise ValueError(f"the calibration batch needs a batch axis with room for a validation slice, got "
+                         f"shape {tuple(x_cal.shape)}")
+    if lr <= 0 or reg < 0 or batch_size < 1:
+        raise ValueError(f"need lr > 0, reg >= 0 and batch_size >= 1, got {lr!r}, {reg!r}, {batch_size!r}")
+    cond = cond or {}
+    t0 = time.time()
+    if reference is None:
+        reference = dpmpp(D, x_cal, logsnr_grid(sched, ref_steps, t_min), order=3, cond=cond)
+    if reference.shape != x_cal.shape:
+        raise ValueError(f"reference shape {tuple(reference.shape)} differs from the calibration batch "
+                         f"{tuple(x_cal.shape)}")
+    x_tr, r_tr, x_va, r_va = x_cal[n_val:], reference[n_val:], x_cal[:n_val], reference[:n_val]
+
+    def sub(cnd: dict[str, Any], sl: slice | Tensor) -> dict[str, Any]:
+        return {k: v[sl] for k, v in cnd.items()}
+
+    c_tr, c_va = sub(cond, slice(n_val, None)), sub(cond, slice(0, n_val))
+
+    @torch.no_grad()
+    def val_rmse(ts: Tensor, co: dict[str, Tensor]) -> float:
+        try:
+            check_grid(ts, sched.T)
+        except ValueError:
+            return math.inf
+        err = float((_solve(D, x_va, ts, co, c_va) - r_va).double().pow(2).mean().sqrt())
+        return err if math.isfinite(err) else math.inf
+
+    starts = _start_grids(sched, steps, t_min) + ([torch.as_tensor(init_grid, dtype=torch.float64)]
+                                                  if init_grid is not None else [])
+    zero = zero_coeffs(steps)
+    best_ts = min(starts, key=lambda g: val_rmse(g, zero))
+    theta = params_from_grid(sched, best_ts, t_min, free_end=True).clone().requires_grad_(True)
+    co = {k: v.clone().requires_grad_(True) for k, v in zero.items()}
+    best = (val_rmse(grid_from_params(sched, theta.detach(), steps, t_min), zero), theta.detach().clone(),
+            {k: v.clone() for k, v in zero.items()}, 0)
+    start_val = best[0]
+    opt = torch.optim.Adam([theta, *co.values()], lr=lr)
+    sched_lr = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
+    g = torch.Generator().manual_seed(seed)
+    mse0 = max(start_val, 1e-12) ** 2
+    for it in range(1, iters + 1):
+        idx = torch.randperm(x_tr.shape[0], generator=g)[:batch_size]
+        ts = grid_from_params(sched, theta, steps, t_min)
+        out = _solve(D, x_tr[idx], ts, co, sub(c_tr, idx))
+        loss = (out - r_tr[idx]).double().pow(2).mean() / mse0 + reg * sum(v.pow(2).sum() for v in co.values())
+        opt.zero_grad()
+        if not bool(torch.isfinite(loss)):
+            break  # a diverged step: keep the best parameters so far
+        loss.backward()
+        opt.step()
+        sched_lr.step()
+        if it % eval_every == 0 or it == iters:
+            cur = {k: v.detach().clone() for k, v in co.items()}
+            v = val_rmse(grid_from_params(sched, theta.detach(), steps, t_min), cur)
+            if v < best[0]:
+                best = (v, theta.detach().clone(), cur, it)
+    ts = grid_from_params(sched, best[1], steps, t_min).detach()
+    check_grid(ts, sched.T)
+    info = {"val_rmse": best[0], "start_val_rmse": start_val, "best_iter": best[3], "seconds": time.time() - t0,
+            "n_train": int(x_tr.shape[0]), "n_val": n_val}
+    return SolverParams(ts, *(best[2][k] for k in COEFF_NAMES), info=info)
+
+
+def save_solver(path: str | Path, params: SolverParams, schedule: Schedule, nfe: int | None = None) -> None:
+    """Write grid and coefficients as one JSON (optimise.save_grid's format, with a 'coeffs' entry)."""
+    steps = params.ts.numel() - 1
+    co = _check_coeffs(params.coeffs(), steps)
+    save_grid(path, params.ts, schedule, "bespoke", steps if nfe is None else nfe,
+              coeffs={k: [float(u) for u in v] for k, v in co.items()})
+
+
+def load_solver(path: str | Path, schedule: Schedule) -> SolverParams:
+    """Read a solver written by save_solver; ValueError for another schedule, a plain grid or bad coefficients."""
+    ts = load_grid(path, schedule)
+    doc = json.loads(Path(path).read_text())
+    if doc.get("sampler") != "bespoke" or not isinstance(doc.get("coeffs"), dict):
+        raise ValueError(f"{str(path)!r} holds a plain time grid, not a bespoke solver's coefficients")
+    try:
+        co = _check_coeffs({k: torch.tensor(v, dtype=torch.float64) for k, v in doc["coeffs"].items()}, ts.numel() - 1)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{str(path)!r}: {e}") from e
+    return SolverParams(ts, *(co[k] for k in COEFF_NAMES), info={"path": str(path)})
