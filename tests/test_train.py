@@ -26,14 +26,16 @@ def _weights(run):
     return ck.model, ck.ema, ck.state["step"]
 
 
-def test_loss_falls_on_a_toy_set(tmp_path):
+@pytest.mark.parametrize("target,schedule,drop,near_ratio", [("eps", "linear", 0.75, 0.3), ("v", "cosine", 0.95, 0.45)])
+def test_loss_falls_on_a_toy_set(tmp_path, target, schedule, drop, near_ratio):
+    """The loss falls (v's irreducible part is large in 2-D, so it falls less) and samples lie on the data."""
     cfg = Config(data="moons", n_data=2000, steps=300, batch_size=128, lr=3e-3, mlp_hidden=64, mlp_depth=2,
                  log_every=50, val_every=300, ckpt_every=300, n_samples=256, sample_steps=20, out=str(tmp_path / "r"),
-                 threads=1)
+                 threads=1, target=target, schedule=schedule)
     run = train(cfg, progress=False)
     rows = (run / "log.csv").read_text().splitlines()[1:]
     losses = [float(r.split(",")[1]) for r in rows]
-    assert losses[-1] < 0.75 * losses[0], losses
+    assert losses[-1] < drop * losses[0], losses
     # and the trained model's samples lie on the moons: nearest-data distance far below that of N(0, I) noise
     from kuosan.data import load_dataset
     from kuosan.samplers import sample
@@ -42,7 +44,7 @@ def test_loss_falls_on_a_toy_set(tmp_path):
     data = load_dataset("moons", n=2000).x
     x = sample(D, "ddim", (256, 2), 50, seed=1)
     near = lambda z: torch.cdist(z, data).min(1).values.median().item()  # noqa: E731
-    assert near(x) < 0.3 * near(torch.randn(256, 2)), (near(x), near(torch.randn(256, 2)))
+    assert near(x) < near_ratio * near(torch.randn(256, 2)), (near(x), near(torch.randn(256, 2)))
     for f in ("config.toml", "log.csv", "loss.png", "samples.png", "checkpoints/latest"):
         assert (run / f).exists(), f
 

@@ -3,9 +3,9 @@
 In the spirit of Shaul et al. 2023 ("Bespoke Solvers", Eq. (6)-(9): a solver's free parameters trained by
 backpropagating the endpoint error through the sampler) and DPM-Solver-v3's model-specific coefficients,
 on top of DPM-Solver++(2M) in data-prediction form (Lu et al. 2022b Alg. 2; λ = log(α/σ), h = λ_s - λ_t):
-    x_s = (σ_s/σ_t)(1 + c_i) x_t + α_s ψ_1(h) [x̂_0^{(i)} + (h/(2h') + a_i)(x̂_0^{(i)} - x̂_0^{(i-1)})
-                                                   + b_i (x̂_0^{(i-1)} - x̂_0^{(i-2)})],
-with c = a = b = 0 being DPM-Solver++(2M) exactly. The step into t = 0 is
+    x_s = (σ_s/σ_t)(1 + c_i) x_t + α_s ψ_1(h)(1 + g_i) [x̂_0^{(i)} + (h/(2h') + a_i)(x̂_0^{(i)} - x̂_0^{(i-1)})
+                                                           + b_i (x̂_0^{(i-1)} - x̂_0^{(i-2)})],
+with c = g = a = b = 0 being DPM-Solver++(2M) exactly (c, g: Bespoke's scale freedom). The step into t = 0 is
     x_0 = x̂_0^{(N-1)} + e_0 (x_{N-1}/α_{N-1} - x̂_0^{(N-1)}) + e_1 (x̂_0^{(N-1)} - x̂_0^{(N-2)})
           + e_2 (x̂_0^{(N-2)} - x̂_0^{(N-3)}).
 Every eval point stays a linear combination of x_T and earlier outputs (UniPC-2 with its corrector lies in this
@@ -31,28 +31,29 @@ from .dpm_solver import dpmpp
 from .grids import check_grid, check_steps, karras_grid, logsnr_grid, uniform_grid
 from .optimise import grid_from_params, load_grid, params_from_grid, save_grid
 
-COEFF_NAMES = ("c", "a", "b", "e")  # per-step x-scale, 1st/2nd difference weights (N-1,), final step (3,)
+COEFF_NAMES = ("c", "g", "a", "b", "e")  # per-step x-scale, output scale, 1st/2nd difference weights (N-1,); final (3,)
 
 
 @dataclass(frozen=True)
 class SolverParams:
-    """A fitted bespoke solver: grid ts (N+1,) float64 ending at 0, c/a/b (N-1,), e (3,); plus fit diagnostics."""
+    """A fitted bespoke solver: grid ts (N+1,) float64 ending at 0, c/g/a/b (N-1,), e (3,); plus fit diagnostics."""
 
     ts: Tensor
     c: Tensor
+    g: Tensor
     a: Tensor
     b: Tensor
     e: Tensor
     info: dict[str, Any]
 
     def coeffs(self) -> dict[str, Tensor]:
-        return {"c": self.c, "a": self.a, "b": self.b, "e": self.e}
+        return {k: getattr(self, k) for k in COEFF_NAMES}
 
 
 def zero_coeffs(steps: int) -> dict[str, Tensor]:
     """Coefficients that make the bespoke solver DPM-Solver++(2M)."""
     z = torch.zeros(max(steps - 1, 0), dtype=torch.float64)
-    return {"c": z, "a": z.clone(), "b": z.clone(), "e": torch.zeros(3, dtype=torch.float64)}
+    return {"c": z, "g": z.clone(), "a": z.clone(), "b": z.clone(), "e": torch.zeros(3, dtype=torch.float64)}
 
 
 def _check_coeffs(coeffs: dict[str, Tensor], steps: int) -> dict[str, Tensor]:
@@ -77,7 +78,7 @@ def _solve(D: Denoiser, x: Tensor, ts: Tensor, co: dict[str, Tensor], cond: dict
     la = sched.log_alpha_bar(tm)
     alpha, sigma = (0.5 * la).exp(), (-torch.expm1(la)).sqrt()
     lam = alpha.log() - sigma.log()  # λ = log(α/σ) (N,)
-    c, a, b, e = (co[k].to(x) for k in COEFF_NAMES)
+    c, g, a, b, e = (co[k].to(x) for k in COEFF_NAMES)
     x0s: list[Tensor] = []
     for i in range(n):
         x0 = D(x, tm[i].expand(x.shape[0]), **cond)  # (B, *D)
@@ -95,7 +96,7 @@ def _solve(D: Denoiser, x: Tensor, ts: Tensor, co: dict[str, Tensor], cond: dict
             d = d + (h / (2 * (lam[i] - lam[i - 1])) + a[i]) * (x0 - x0s[-2])
         if i >= 2:
             d = d + b[i] * (x0s[-2] - x0s[-3])
-        x = (sigma[i + 1] / sigma[i]) * (1 + c[i]) * x + alpha[i + 1] * (-torch.expm1(-h)) * d
+        x = (sigma[i + 1] / sigma[i]) * (1 + c[i]) * x + alpha[i + 1] * (-torch.expm1(-h)) * (1 + g[i]) * d
     raise AssertionError("unreachable")
 
 
@@ -119,7 +120,8 @@ def _start_grids(sched: Schedule, steps: int, t_min: float) -> list[Tensor]:
 
 
 def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor | None = None, ref_steps: int = 500,
-                    iters: int = 300, lr: float = 0.02, batch_size: int = 256, val_frac: float = 0.25,
+                    iters: int = 300, lr: float = 0.02, batch_size: int = 1024,
+                    hard_mix: float = 0.5, val_frac: float = 0.25,
                     reg: float = 1e-3, t_min: float = 1.0, init_grid: Tensor | None = None, eval_every: int = 10,
                     seed: int = 0, cond: dict[str, Any] | None = None) -> SolverParams:
     """Fit times and coefficients by Adam on MSE(bespoke(D, x_cal), reference) (Shaul et al. 2023 §3).
@@ -130,6 +132,8 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
     DPM-Solver++(2M) coefficients) included.
     ``reference`` defaults to DPM-Solver++(3M) on a ``ref_steps``-step logSNR grid. ``reg`` weighs an L2
     penalty on the coefficients (relative to the start's MSE) against over-fitting the calibration batch.
+    ``hard_mix`` is the share of minibatch draws made in proportion to each point's last error (importance
+    sampling, reweighted so the objective is unchanged); 0 draws uniformly.
     """
     check_steps(steps)
     if steps < 3:
@@ -145,6 +149,8 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
     if x_cal.ndim < 2 or n_val < 1 or x_cal.shape[0] - n_val < 1:
         raise ValueError(f"the calibration batch needs a batch axis with room for a validation slice, got "
                          f"shape {tuple(x_cal.shape)}")
+    if not (0.0 <= hard_mix < 1.0):
+        raise ValueError(f"hard_mix must lie in [0, 1), got {hard_mix!r}")
     if lr <= 0 or reg < 0 or batch_size < 1:
         raise ValueError(f"need lr > 0, reg >= 0 and batch_size >= 1, got {lr!r}, {reg!r}, {batch_size!r}")
     cond = cond or {}
@@ -183,14 +189,24 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
     sched_lr = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
     g = torch.Generator().manual_seed(seed)
     mse0 = max(start_val, 1e-12) ** 2
+    n_tr = x_tr.shape[0]
+    # Per-point squared errors of the training part (refreshed as points are drawn): the MSE is dominated by the
+    # few trajectories near basin boundaries, so minibatches draw points with p_i = (1-mix)/n + mix·err_i/Σerr
+    # and weigh them by 1/(n p_i), an unbiased estimate of the full-batch MSE with far less variance.
+    with torch.no_grad():
+        err = (_solve(D, x_tr, grid_from_params(sched, theta.detach(), steps, t_min), zero, c_tr) - r_tr)
+        err = err.double().pow(2).flatten(1).mean(1)  # (n_tr,)
     for it in range(1, iters + 1):
-        idx = torch.randperm(x_tr.shape[0], generator=g)[:batch_size]
+        p = (1 - hard_mix) / n_tr + hard_mix * err / err.sum().clamp_min(1e-300)
+        idx = torch.multinomial(p, min(batch_size, n_tr), replacement=True, generator=g)
         ts = grid_from_params(sched, theta, steps, t_min)
         out = _solve(D, x_tr[idx], ts, co, sub(c_tr, idx))
-        loss = (out - r_tr[idx]).double().pow(2).mean() / mse0 + reg * sum(v.pow(2).sum() for v in co.values())
+        e_i = (out - r_tr[idx]).double().pow(2).flatten(1).mean(1)  # (batch,)
+        loss = (e_i / (n_tr * p[idx])).mean() / mse0 + reg * sum(v.pow(2).sum() for v in co.values())
         opt.zero_grad()
         if not bool(torch.isfinite(loss)):
             break  # a diverged step: keep the best parameters so far
+        err[idx] = e_i.detach()
         loss.backward()
         opt.step()
         sched_lr.step()
