@@ -1,4 +1,6 @@
-"""Command line: ``kuosan train``, ``kuosan sample``, ``kuosan nll``. Bad input gives one line on stderr and exit code 2."""
+"""Command line: ``kuosan train``, ``kuosan sample``, ``kuosan nll``.
+
+Bad input gives one line on stderr and exit code 2, never a traceback."""
 
 from __future__ import annotations
 
@@ -101,6 +103,8 @@ def _sample(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .variance import estimate_analytic_table
 
+    if args.sampler == "ddpm" and args.variance == "learned_range" and not cfg.learn_variance:
+        raise ConfigError("variance 'learned_range' needs a model trained with learn_variance = true")
     shape = (args.n, *meta["shape"])
     ts = make_grid(D, args.steps, args.grid, args.spacing, sampler=args.sampler, seed=args.seed, shape=shape,
                    grid_dir=resolve(args.checkpoint) / "grids", device=args.device)

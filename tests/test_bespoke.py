@@ -112,6 +112,8 @@ def test_bad_input():
         optimise_solver(D, 2, x)
     with pytest.raises(ValueError, match="val_frac"):
         optimise_solver(D, 5, x, val_frac=1.0)
+    with pytest.raises(ValueError, match="hard_mix"):
+        optimise_solver(D, 5, x, hard_mix=1.0)
     with pytest.raises(ValueError, match="validation slice"):
         optimise_solver(D, 5, x[:1])
     with pytest.raises(ValueError, match="reference shape"):

@@ -100,3 +100,29 @@ def test_image_folder_trains(tmp_path):
     assert main(["train", "--data", str(d), *TINY, "--val-fraction", "0", "--steps", "2",
                  "--out", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "samples.png").is_file()
+
+
+def test_sampler_grid_and_nll_commands(run, tmp_path, capsys):
+    for sampler, nfe in (("dpm++2m", 3), ("unipc", 3), ("heun", 5), ("dpm2s", 5), ("sde", 3), ("pc", 6)):
+        assert main(["sample", str(run), "--sampler", sampler, "--grid", "logsnr", "--steps", "3", "--n", "2",
+                     "--out", str(tmp_path / "s.npz")]) == 0
+        assert f"3 steps, {nfe} network evaluations" in capsys.readouterr().out, sampler
+    assert main(["sample", str(run), "--sampler", "ddim", "--grid", "optimised", "--steps", "2", "--n", "2",
+                 "--out", str(tmp_path / "o.npz")]) == 0
+    grids = list((run / "checkpoints").glob("step_*/grids/ddim_2.json"))
+    assert len(grids) == 1  # saved with the checkpoint, and reused
+    assert main(["nll", str(run), "--n", "4", "--t-samples", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "bits/dim" in out and "L_T (prior)" in out
+    assert "unknown grid 'optimal'" in _err(capsys, ["sample", str(run), "--grid", "optimal"])
+    assert "deterministic sampler" in _err(capsys, ["sample", str(run), "--sampler", "sde", "--grid", "optimised"])
+    assert "unknown method 'elbo'" in _err(capsys, ["nll", str(run), "--method", "elbo"])
+    assert "--probes must be a positive integer" in _err(capsys, ["nll", str(run), "--method", "ode", "--probes", "-2"])
+    assert "unknown variance 'fixed'" in _err(capsys, ["nll", str(run), "--variance", "fixed"])
+    assert "learn_variance" in _err(capsys, ["sample", str(run), "--sampler", "ddpm", "--variance", "learned_range",
+                                             "--steps", "2", "--n", "1", "--out", str(tmp_path / "l.npz")])
+    grid = grids[0]
+    doc = json.loads(grid.read_text())
+    doc["schedule"] = "0" * 16  # as if made for another schedule
+    grid.write_text(json.dumps(doc))
+    assert "another schedule" in _err(capsys, ["sample", str(run), "--grid", "optimised", "--steps", "2", "--n", "1"])

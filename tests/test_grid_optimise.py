@@ -18,14 +18,6 @@ MIX = ring()
 D = ExactDenoiser(MIX, SCHED)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # batches of 64-512 points in 2-D: a second intra-op thread only adds contention on 2 cores.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def batches():

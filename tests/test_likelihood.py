@@ -23,14 +23,6 @@ from kuosan.variance import (AnalyticTable, ImportanceTimesteps, estimate_analyt
 LN2 = math.log(2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Thousands of small float64 ops: on a loaded 2-core machine intra-op threading costs ~10 ms per op.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 SCHED = make_schedule("linear", 1000)
 AB = np.concatenate([[1.0], np.cumprod(1 - SCHED.betas.numpy())])  # ᾱ_t, t = 0..T

@@ -41,13 +41,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:Depreca
 SCHED = make_schedule("linear", 1000)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.fixture(scope="module")
 def ring_setup():

@@ -43,14 +43,6 @@ SAMPLERS = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny float64 tensors: extra intra-op threads only add contention on a loaded 2-core machine
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @lru_cache(maxsize=None)
 def problem(name: str) -> tuple:

@@ -26,14 +26,6 @@ D = ExactDenoiser(MIX, SCHED)
 N_SAMPLES, Z_MAX = 4000, 4.0  # 18 statistics: P(max |z| > 4) ≈ 1e-3 for an exact sampler
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # (4000, 2) tensors: a second intra-op thread only adds contention on the 2-core test machine.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def z_scores(x: torch.Tensor, mix: GaussianMixture = MIX) -> torch.Tensor:
     """Standardised errors of weights, means and covariances per component (max-posterior assignment)."""

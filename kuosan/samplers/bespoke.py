@@ -121,7 +121,7 @@ def _start_grids(sched: Schedule, steps: int, t_min: float) -> list[Tensor]:
 
 def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor | None = None, ref_steps: int = 500,
                     iters: int = 300, lr: float = 0.02, batch_size: int = 1024,
-                    hard_mix: float = 0.5, val_frac: float = 0.25,
+                    hard_mix: float = 0.5, val_frac: float = 0.125,
                     reg: float = 1e-3, t_min: float = 1.0, init_grid: Tensor | None = None, eval_every: int = 10,
                     seed: int = 0, cond: dict[str, Any] | None = None) -> SolverParams:
     """Fit times and coefficients by Adam on MSE(bespoke(D, x_cal), reference) (Shaul et al. 2023 §3).
@@ -196,25 +196,33 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
     with torch.no_grad():
         err = (_solve(D, x_tr, grid_from_params(sched, theta.detach(), steps, t_min), zero, c_tr) - r_tr)
         err = err.double().pow(2).flatten(1).mean(1)  # (n_tr,)
-    for it in range(1, iters + 1):
-        p = (1 - hard_mix) / n_tr + hard_mix * err / err.sum().clamp_min(1e-300)
-        idx = torch.multinomial(p, min(batch_size, n_tr), replacement=True, generator=g)
-        ts = grid_from_params(sched, theta, steps, t_min)
-        out = _solve(D, x_tr[idx], ts, co, sub(c_tr, idx))
-        e_i = (out - r_tr[idx]).double().pow(2).flatten(1).mean(1)  # (batch,)
-        loss = (e_i / (n_tr * p[idx])).mean() / mse0 + reg * sum(v.pow(2).sum() for v in co.values())
-        opt.zero_grad()
-        if not bool(torch.isfinite(loss)):
-            break  # a diverged step: keep the best parameters so far
-        err[idx] = e_i.detach()
-        loss.backward()
-        opt.step()
-        sched_lr.step()
-        if it % eval_every == 0 or it == iters:
-            cur = {k: v.detach().clone() for k, v in co.items()}
-            v = val_rmse(grid_from_params(sched, theta.detach(), steps, t_min), cur)
-            if v < best[0]:
-                best = (v, theta.detach().clone(), cur, it)
+    # only the solver is trained: a network denoiser's own weights are frozen meanwhile (no grads kept for them)
+    frozen = [w for w in (D.parameters() if hasattr(D, "parameters") else []) if w.requires_grad]
+    for w in frozen:
+        w.requires_grad_(False)
+    try:
+        for it in range(1, iters + 1):
+            p = (1 - hard_mix) / n_tr + hard_mix * err / err.sum().clamp_min(1e-300)
+            idx = torch.multinomial(p, min(batch_size, n_tr), replacement=True, generator=g)
+            ts = grid_from_params(sched, theta, steps, t_min)
+            out = _solve(D, x_tr[idx], ts, co, sub(c_tr, idx))
+            e_i = (out - r_tr[idx]).double().pow(2).flatten(1).mean(1)  # (batch,)
+            loss = (e_i / (n_tr * p[idx])).mean() / mse0 + reg * sum(v.pow(2).sum() for v in co.values())
+            opt.zero_grad()
+            if not bool(torch.isfinite(loss)):
+                break  # a diverged step: keep the best parameters so far
+            err[idx] = e_i.detach()
+            loss.backward()
+            opt.step()
+            sched_lr.step()
+            if it % eval_every == 0 or it == iters:
+                cur = {k: v.detach().clone() for k, v in co.items()}
+                v = val_rmse(grid_from_params(sched, theta.detach(), steps, t_min), cur)
+                if v < best[0]:
+                    best = (v, theta.detach().clone(), cur, it)
+    finally:
+        for w in frozen:
+            w.requires_grad_(True)
     ts = grid_from_params(sched, best[1], steps, t_min).detach()
     check_grid(ts, sched.T)
     info = {"val_rmse": best[0], "start_val_rmse": start_val, "best_iter": best[3], "seconds": time.time() - t0,

@@ -105,7 +105,8 @@ def dpm_solver_2s(D: Denoiser, x: Tensor, ts: Tensor, *, r: float = 0.5,
         else:
             a_s, s_s, lam_s = coeffs(sched, s)
             h = lam_s - lam_t
-            tu = sched.t_from_log_snr(torch.tensor(2 * (lam_t + r * h), dtype=torch.float64)).item()  # the schedule's λ is log_snr = 2·log(α/σ)
+            # the schedule's λ is log_snr = 2·log(α/σ)
+            tu = sched.t_from_log_snr(torch.tensor(2 * (lam_t + r * h), dtype=torch.float64)).item()
             a_u, s_u, lam_u = coeffs(sched, tu)
             # use the schedule's own λ(t_u) (equal to λ_t + r·h up to the inversion's rounding)
             u = (s_u / s_t) * x + (a_u * psi(1, lam_u - lam_t)) * x0
