@@ -109,6 +109,11 @@ def _sample(args: argparse.Namespace) -> int:
     ts = make_grid(D, args.steps, args.grid, args.spacing, sampler=args.sampler, seed=args.seed, shape=shape,
                    grid_dir=resolve(args.checkpoint) / "grids", device=args.device)
     opts: dict[str, Any] = {"eta": args.eta, "variance": args.variance, "clip": args.clip}
+    if args.sampler == "bespoke" and args.grid == "optimised":  # fitted times and coefficients, saved together
+        from .samplers import _bespoke_params
+
+        ts, opts["coeffs"] = _bespoke_params(D, args.steps, resolve(args.checkpoint) / "grids", 512, args.seed, shape,
+                                             args.device)
     if args.sampler == "ddpm" and args.variance == "analytic":  # Bao et al. 2022: Γ_t on the grid, from data
         data = load_dataset(cfg.data, n=args.analytic_n, seed=args.seed + 1).x.to(args.device)
         opts["analytic_table"] = estimate_analytic_table(D, data, D.schedule, ts[:-1],

@@ -111,6 +111,9 @@ def test_sampler_grid_and_nll_commands(run, tmp_path, capsys):
                  "--out", str(tmp_path / "o.npz")]) == 0
     grids = list((run / "checkpoints").glob("step_*/grids/ddim_2.json"))
     assert len(grids) == 1  # saved with the checkpoint, and reused
+    assert main(["sample", str(run), "--sampler", "bespoke", "--grid", "optimised", "--steps", "3", "--n", "2",
+                 "--out", str(tmp_path / "b.npz")]) == 0
+    assert len(list((run / "checkpoints").glob("step_*/grids/bespoke_3.json"))) == 1
     assert main(["nll", str(run), "--n", "4", "--t-samples", "3"]) == 0
     out = capsys.readouterr().out
     assert "bits/dim" in out and "L_T (prior)" in out

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..denoiser import CountingDenoiser, Denoiser
 from .ddpm import ddim, ddpm
+from .bespoke import bespoke, load_solver, optimise_solver, save_solver
 from .dpm_solver import dpm_solver_2s, dpmpp
 from .edm import euler, heun
 from .grids import SPACINGS, karras_grid, logsnr_grid, uniform_grid
@@ -28,14 +29,14 @@ from .unipc import unipc
 SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "ddpm": ddpm, "ddim": ddim, "dpm++2m": partial(dpmpp, order=2), "dpm++3m": partial(dpmpp, order=3),
     "dpm2s": dpm_solver_2s, "unipc": partial(unipc, order=2), "unipc3": partial(unipc, order=3), "heun": heun,
-    "euler": euler, "ode": ode, "sde": sde, "pc": pc,
+    "euler": euler, "ode": ode, "sde": sde, "pc": pc, "bespoke": bespoke,
 }
 GRIDS = ("uniform", "logsnr", "karras", "optimised")
 DETERMINISTIC = ("ddim", "dpm++2m", "dpm++3m", "dpm2s", "unipc", "unipc3", "heun", "euler")  # can be optimised
 
 
 def make_grid(D: Denoiser, steps: int, grid: str = "uniform", spacing: str = "trailing", *,
-              sampler: str = "ddim", grid_dir: str | Path | None = None, calib_n: int = 128, seed: int = 0,
+              sampler: str = "ddim", grid_dir: str | Path | None = None, calib_n: int = 256, seed: int = 0,
               shape: tuple[int, ...] | None = None, device: torch.device | str = "cpu") -> Tensor:
     """The time grid named ``grid`` with ``steps`` model times for D's schedule.
 
@@ -43,6 +44,8 @@ def make_grid(D: Denoiser, steps: int, grid: str = "uniform", spacing: str = "tr
     optimise one for this denoiser, sampler and budget on ``calib_n`` calibration draws and save it there.
     """
     sched = D.schedule
+    if grid == "optimised" and sampler == "bespoke":
+        return _bespoke_params(D, steps, grid_dir, calib_n, seed, shape, device)[0]
     if grid == "optimised":
         if sampler not in DETERMINISTIC:
             raise ValueError(f"an optimised grid needs a deterministic sampler ({', '.join(DETERMINISTIC)}), "
@@ -67,6 +70,23 @@ def make_grid(D: Denoiser, steps: int, grid: str = "uniform", spacing: str = "tr
     raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(GRIDS)}")
 
 
+def _bespoke_params(D: Denoiser, steps: int, grid_dir: str | Path | None, calib_n: int, seed: int,
+                    shape: tuple[int, ...] | None, device: torch.device | str) -> tuple[Tensor, dict[str, Tensor]]:
+    """Times and per-step coefficients of the bespoke solver for D: loaded from grid_dir, else fitted and saved."""
+    path = Path(grid_dir) / f"bespoke_{steps}.json" if grid_dir is not None else None
+    if path is not None and path.is_file():
+        P = load_solver(path, D.schedule)
+    else:
+        if shape is None:
+            raise ValueError("fitting a bespoke solver needs the sample shape")
+        x_cal = torch.randn((calib_n, *shape[1:]), generator=torch.Generator().manual_seed(10_000 + seed))
+        P = optimise_solver(D, steps, x_cal.to(device), ref_steps=200, batch_size=min(128, calib_n))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_solver(path, P, D.schedule)
+    return P.ts, P.coeffs()
+
+
 def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, seed: int = 0, batch_size: int = 256,
            device: torch.device | str = "cpu", grid: str = "uniform", spacing: str = "trailing",
            ts: Tensor | None = None, cond: dict[str, Any] | None = None, progress: bool = False,
@@ -78,6 +98,8 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     fn = SAMPLERS[sampler]
+    if sampler == "bespoke" and grid == "optimised" and ts is None and "coeffs" not in opts:
+        ts, opts["coeffs"] = _bespoke_params(D, steps, grid_dir, 512, seed, shape, device)
     if ts is None:
         ts = make_grid(D, steps, grid, spacing, sampler=sampler, grid_dir=grid_dir, seed=seed, shape=shape,
                        device=device)
@@ -98,5 +120,5 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
 
 
 __all__ = ["GRIDS", "SAMPLERS", "SPACINGS", "ddim", "ddim_invert", "ddpm", "dpm_solver_2s", "dpmpp", "euler", "heun",
-           "karras_grid", "load_grid", "logsnr_grid", "make_grid", "ode", "optimise_grid", "pc", "sample",
+           "bespoke", "karras_grid", "load_grid", "load_solver", "optimise_solver", "save_solver", "logsnr_grid", "make_grid", "ode", "optimise_grid", "pc", "sample",
            "save_grid", "sde", "uniform_grid", "unipc"]
