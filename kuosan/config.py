@@ -21,6 +21,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 ModelKind = Literal["auto", "unet", "mlp"]
+Precision = Literal["auto", "fp32", "bf16"]
 
 
 class ConfigError(ValueError):
@@ -66,7 +67,7 @@ class Config:
     grad_clip: float = 1.0
     ema_decay: float = 0.99  # short runs: a ~100-step horizon (0.999 lags a 1000-step run)
     ema_warmup: bool = True
-    bf16: bool = False  # autocast matmuls/convs to bfloat16 (AMX on Sapphire Rapids, tensor cores on GPU)
+    precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CPUs with AMX and on bf16 GPUs
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0: torch's default
@@ -89,6 +90,8 @@ class Config:
         need(self.target in PREDICTIONS, f"unknown target {self.target!r}; choose one of {', '.join(PREDICTIONS)}")
         need(self.loss in LOSS_TYPES, f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_TYPES)}")
         need(self.weighting in WEIGHTINGS, f"unknown weighting {self.weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
+        need(self.precision in get_args(Precision),
+             f"unknown precision {self.precision!r}; choose one of {', '.join(get_args(Precision))}")
         need(self.model in get_args(ModelKind), f"unknown model {self.model!r}; choose one of auto, unet, mlp")
         for name in ("T", "steps", "batch_size", "channels", "num_res_blocks", "mlp_hidden", "mlp_depth",
                      "log_every", "val_every", "ckpt_every", "n_samples", "sample_steps"):

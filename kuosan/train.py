@@ -67,6 +67,17 @@ def lr_at(cfg: Config, step: int) -> float:
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * frac))
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays on CPUs with AMX (Sapphire Rapids and later: ~20% per step here) and bf16 GPUs."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
@@ -139,6 +150,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
     ema_net = ema_net.to(device).eval()
     ema_den = NetDenoiser(ema_net, sched, cfg.target)
 
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and bf16_is_fast(device))
     X, Y = train_ds.x.to(device), (train_ds.y.to(device) if train_ds.y is not None else None)
     end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
     if end <= start:  # nothing to train; saving would label step-`start` weights as step `end`
@@ -211,7 +223,7 @@ def train(cfg: Config, *, resume: str | Path | None = None, overrides: dict[str,
             if cfg.class_cond:
                 cond = {"y": torch.where(drop.to(device), ds.num_classes, Y[idx])}
             net.train()
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 terms = diffusion_loss(trainer.raw, sched, X[idx], t=t, eps=eps, cond=cond, **loss_kw)
             per_sample = terms.total
             if w_all is not None:

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 
 def test_train_and_sample_on_gpu_bf16(tmp_path):
-    cfg = Config(steps=30, batch_size=64, bf16=True, device="cuda", ckpt_every=30, val_every=10, log_every=10,
+    cfg = Config(steps=30, batch_size=64, precision="bf16", device="cuda", ckpt_every=30, val_every=10, log_every=10,
                  n_samples=16, sample_steps=5, out=str(tmp_path / "r"))
     run = train(cfg, progress=False)
     D, meta, _ = load_denoiser(run, device="cuda")
