@@ -67,7 +67,7 @@ class Config:
     grad_clip: float = 1.0
     ema_decay: float = 0.99  # short runs: a ~100-step horizon (0.999 lags a 1000-step run)
     ema_warmup: bool = True
-    precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CPUs with AMX and on bf16 GPUs
+    precision: str = "auto"  # fp32 | bf16 (autocast) | auto: bf16 on CPUs with AVX512-BF16/AMX, bf16 GPUs
     seed: int = 0
     device: str = "auto"
     threads: int = 0  # torch intra-op threads; 0: torch's default
