@@ -88,7 +88,7 @@ def _sample(args: argparse.Namespace) -> int:
     import torch
 
     from .model import load_denoiser
-    from .samplers import SAMPLERS, make_grid, sample
+    from .samplers import BESPOKE_CALIB_N, SAMPLERS, bespoke_params, make_grid, sample
     from .viz import save_samples
 
     if args.n < 1 or args.batch_size < 1:
@@ -106,14 +106,13 @@ def _sample(args: argparse.Namespace) -> int:
     if args.sampler == "ddpm" and args.variance == "learned_range" and not cfg.learn_variance:
         raise ConfigError("variance 'learned_range' needs a model trained with learn_variance = true")
     shape = (args.n, *meta["shape"])
-    ts = make_grid(D, args.steps, args.grid, args.spacing, sampler=args.sampler, seed=args.seed, shape=shape,
-                   grid_dir=resolve(args.checkpoint) / "grids", device=args.device)
     opts: dict[str, Any] = {"eta": args.eta, "variance": args.variance, "clip": args.clip}
+    grid_dir = resolve(args.checkpoint) / "grids"
     if args.sampler == "bespoke" and args.grid == "optimised":  # fitted times and coefficients, saved together
-        from .samplers import _bespoke_params
-
-        ts, opts["coeffs"] = _bespoke_params(D, args.steps, resolve(args.checkpoint) / "grids", 512, args.seed, shape,
-                                             args.device)
+        ts, opts["coeffs"] = bespoke_params(D, args.steps, grid_dir, BESPOKE_CALIB_N, args.seed, shape, args.device)
+    else:
+        ts = make_grid(D, args.steps, args.grid, args.spacing, sampler=args.sampler, seed=args.seed, shape=shape,
+                       grid_dir=grid_dir, device=args.device)
     if args.sampler == "ddpm" and args.variance == "analytic":  # Bao et al. 2022: Γ_t on the grid, from data
         data = load_dataset(cfg.data, n=args.analytic_n, seed=args.seed + 1).x.to(args.device)
         opts["analytic_table"] = estimate_analytic_table(D, data, D.schedule, ts[:-1],

@@ -32,6 +32,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
     "euler": euler, "ode": ode, "sde": sde, "pc": pc, "bespoke": bespoke,
 }
 GRIDS = ("uniform", "logsnr", "karras", "optimised")
+BESPOKE_CALIB_N = 512  # calibration draws for fitting a bespoke solver to a model
 DETERMINISTIC = ("ddim", "dpm++2m", "dpm++3m", "dpm2s", "unipc", "unipc3", "heun", "euler")  # can be optimised
 
 
@@ -45,7 +46,7 @@ def make_grid(D: Denoiser, steps: int, grid: str = "uniform", spacing: str = "tr
     """
     sched = D.schedule
     if grid == "optimised" and sampler == "bespoke":
-        return _bespoke_params(D, steps, grid_dir, calib_n, seed, shape, device)[0]
+        raise ValueError("the bespoke solver fits its grid together with its coefficients: use bespoke_params")
     if grid == "optimised":
         if sampler not in DETERMINISTIC:
             raise ValueError(f"an optimised grid needs a deterministic sampler ({', '.join(DETERMINISTIC)}), "
@@ -70,7 +71,7 @@ def make_grid(D: Denoiser, steps: int, grid: str = "uniform", spacing: str = "tr
     raise ValueError(f"unknown grid {grid!r}; choose one of {', '.join(GRIDS)}")
 
 
-def _bespoke_params(D: Denoiser, steps: int, grid_dir: str | Path | None, calib_n: int, seed: int,
+def bespoke_params(D: Denoiser, steps: int, grid_dir: str | Path | None, calib_n: int, seed: int,
                     shape: tuple[int, ...] | None, device: torch.device | str) -> tuple[Tensor, dict[str, Tensor]]:
     """Times and per-step coefficients of the bespoke solver for D: loaded from grid_dir, else fitted and saved."""
     path = Path(grid_dir) / f"bespoke_{steps}.json" if grid_dir is not None else None
@@ -99,7 +100,7 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
     fn = SAMPLERS[sampler]
     if sampler == "bespoke" and grid == "optimised" and ts is None and "coeffs" not in opts:
-        ts, opts["coeffs"] = _bespoke_params(D, steps, grid_dir, 512, seed, shape, device)
+        ts, opts["coeffs"] = bespoke_params(D, steps, grid_dir, BESPOKE_CALIB_N, seed, shape, device)
     if ts is None:
         ts = make_grid(D, steps, grid, spacing, sampler=sampler, grid_dir=grid_dir, seed=seed, shape=shape,
                        device=device)
@@ -119,6 +120,7 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
     return torch.cat(outs)
 
 
-__all__ = ["GRIDS", "SAMPLERS", "SPACINGS", "ddim", "ddim_invert", "ddpm", "dpm_solver_2s", "dpmpp", "euler", "heun",
-           "bespoke", "karras_grid", "load_grid", "load_solver", "optimise_solver", "save_solver", "logsnr_grid", "make_grid", "ode", "optimise_grid", "pc", "sample",
-           "save_grid", "sde", "uniform_grid", "unipc"]
+__all__ = ["GRIDS", "SAMPLERS", "SPACINGS", "bespoke", "bespoke_params", "ddim", "ddim_invert", "ddpm",
+           "dpm_solver_2s", "dpmpp", "euler", "heun", "karras_grid", "load_grid", "load_solver", "logsnr_grid",
+           "make_grid", "ode", "optimise_grid", "optimise_solver", "pc", "sample", "save_grid", "save_solver", "sde",
+           "uniform_grid", "unipc"]
