@@ -15,7 +15,7 @@ from kuosan.samplers.bespoke import (
     save_solver,
     zero_coeffs,
 )
-from kuosan.samplers.dpm_solver import dpmpp
+from kuosan.samplers.dpm_solver import dpmpp, psi
 from kuosan.samplers.grids import logsnr_grid, uniform_grid
 from kuosan.samplers.optimise import optimise_grid, save_grid
 from kuosan.schedules import make_schedule
@@ -50,6 +50,56 @@ def test_zero_coefficients_are_dpm_solver_pp_2m(steps):
     for ts in (uniform_grid(SCHED.T, steps), logsnr_grid(SCHED, steps)):
         torch.testing.assert_close(bespoke(D, x, ts), dpmpp(D, x, ts, order=2), rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(bespoke(D, x, ts, coeffs=zero_coeffs(steps)), dpmpp(D, x, ts, order=2))
+
+
+def _three_m_coeffs(ts: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The history weights a that turn the bespoke update into DPM-Solver++(3M) (dpm_solver.dpmpp, order 3):
+    3M adds ψ_2 (d1 + h1 d2) + 2ψ_3 d2 with d1 = Δ1/h1, d2 = (Δ1/h1 - Δ2/h2)/(h1 + h2); bespoke adds
+    ψ_1 [(h/(2 h1) + a_1) Δ1 + a_2 Δ2]."""
+    steps = ts.numel() - 1
+    co = zero_coeffs(steps, history=2)
+    lam = [0.5 * SCHED.log_snr(t).item() for t in ts[:-1]]
+    for i in range(2, steps - 1):  # step 1 is the 2M warm-up, the last step a plain denoise
+        h, h1, h2 = lam[i + 1] - lam[i], lam[i] - lam[i - 1], lam[i - 1] - lam[i - 2]
+        p1, p2, p3 = psi(1, h), psi(2, h), psi(3, h)
+        q = p2 * h1 + 2 * p3
+        co["a"][i, 0] = (p2 / h1 + q / (h1 * (h1 + h2))) / p1 - h / (2 * h1)
+        co["a"][i, 1] = -q / (h2 * (h1 + h2) * p1)
+    return co
+
+
+@pytest.mark.parametrize("steps", [4, 8])
+def test_history_weights_reproduce_dpm_solver_pp_3m(steps):
+    D = ExactDenoiser(_aniso(), SCHED)
+    x = torch.randn(32, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    for ts in (uniform_grid(SCHED.T, steps), logsnr_grid(SCHED, steps)):
+        ref = dpmpp(D, x, ts, order=3)
+        assert _rmse(ref, dpmpp(D, x, ts, order=2)) > 1e-4  # the two orders differ here, so the check has teeth
+        torch.testing.assert_close(bespoke(D, x, ts, coeffs=_three_m_coeffs(ts)), ref, rtol=1e-9, atol=1e-9)
+
+
+def test_query_shift_moves_the_model_time_and_rescales_the_state():
+    calls = []
+    base = ExactDenoiser(ring(), SCHED)
+
+    class Recorder:
+        schedule = SCHED
+
+        def __call__(self, x, t):
+            calls.append((x.clone(), t.clone()))
+            return base(x, t)
+
+    x = torch.randn(8, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    ts = uniform_grid(SCHED.T, 4)
+    co = zero_coeffs(4)
+    co["s"][0] = 0.5  # first query 0.5 higher in log-SNR than t = T
+    co["s"][1] = -50.0  # below λ(T): clamped to t = T
+    bespoke(Recorder(), x, ts, coeffs=co)
+    tq = SCHED.t_from_log_snr(SCHED.log_snr(ts[0]) + 0.5)
+    assert calls[0][1][0].item() == pytest.approx(tq.item(), rel=1e-12) and tq.item() < SCHED.T
+    torch.testing.assert_close(calls[0][0], x * (SCHED.alpha(tq) / SCHED.alpha(ts[0])), rtol=1e-12, atol=0)
+    assert calls[1][1][0].item() == pytest.approx(SCHED.T)
+    assert [c[1][0].item() for c in calls[2:]] == pytest.approx(ts[2:-1].tolist())
 
 
 @pytest.mark.parametrize("mix, steps", [(_aniso, 5), (ring, 10)])
@@ -108,6 +158,12 @@ def test_bad_input():
         bespoke(D, x, ts, coeffs=bad)
     with pytest.raises(ValueError, match="descending"):
         bespoke(D, x, torch.tensor([1000.0, 200.0, 500.0, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="history"):
+        zero_coeffs(5, history=0)
+    mixed = zero_coeffs(5, history=2)
+    mixed["e"] = torch.zeros(4, dtype=torch.float64)  # K = 2 differences need 3 final-step weights
+    with pytest.raises(ValueError, match="'e' must have shape"):
+        bespoke(D, x, ts, coeffs=mixed)
     with pytest.raises(ValueError, match="at least 3 steps"):
         optimise_solver(D, 2, x)
     with pytest.raises(ValueError, match="val_frac"):

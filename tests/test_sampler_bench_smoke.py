@@ -53,7 +53,7 @@ def test_quick_run_prints_tables_and_summaries(capsys):
     lines = bench.main(["--quick"])
     out = capsys.readouterr().out
     assert len(lines) == 2 and all(line.startswith("SUMMARY") for line in lines)
-    for name in ("ring", "heldout_aniso2d"):
+    for name in ("ring", "dev_aniso2d"):
         assert f"== {name}" in out and f"SUMMARY {name}" in out
     assert re.search(r"sampler/grid\s+NFE 5\s+NFE 10", out)
     for row in ("kuosan:ddim/uniform", "kuosan:dpmpp2/logsnr", "kuosan:unipc3/karras", "kuosan:heun/uniform"):
@@ -71,8 +71,9 @@ def test_quick_rows_converge_and_respect_the_budget():
     rows = bench.bench_mixture("ring", args, log=lambda s: None)
     for key, row in rows.items():
         assert set(row) == {5, 10}, key
-        for budget, (err, nfe) in row.items():
+        for budget, (err, nfe, se) in row.items():
             assert math.isfinite(err) and 1 <= nfe <= budget, (key, budget, nfe)
+            assert se.shape == (64,) and err == pytest.approx(float(se.mean().sqrt()), rel=1e-12)
     for key in ("kuosan:ddim/logsnr", "kuosan:dpmpp2/logsnr", "kuosan:unipc2/logsnr", "kuosan:dpmpp3/uniform"):
         assert rows[key][10][0] < 0.7 * rows[key][5][0], key  # more NFE, smaller error
     assert rows["kuosan:heun/uniform"][10][1] == 9  # NFE = 2N - 1 with N = 5 steps
@@ -114,6 +115,18 @@ def test_eps_adapter_inverts_the_exact_denoiser(ring_setup):
     x = a * mix.sample(64, torch.Generator().manual_seed(3)) + s * x_T
     eps = bench.eps_from_exact(mix, x, a, s)
     torch.testing.assert_close((x - s * eps) / a, D(x, t), rtol=0, atol=1e-12)
+
+
+def test_ratio_interval_brackets_the_ratio():
+    g = torch.Generator().manual_seed(0)
+    se_b = torch.rand(512, generator=g, dtype=torch.float64)
+    lo, hi = bench.ratio_interval(0.25 * se_b, se_b)  # exactly RMSE ratio 0.5 on every resample
+    assert lo == pytest.approx(0.5) and hi == pytest.approx(0.5)
+    heavy = se_b.clone()
+    heavy[:3] = 100.0  # three outliers carry most of the error: a wide interval around the point ratio
+    lo, hi = bench.ratio_interval(heavy, se_b)
+    point = float((heavy.mean() / se_b.mean()).sqrt())
+    assert lo < point < hi and hi - lo > 0.3
 
 
 def test_bad_arguments_are_refused():

@@ -81,7 +81,7 @@ def bespoke_params(D: Denoiser, steps: int, grid_dir: str | Path | None, calib_n
         if shape is None:
             raise ValueError("fitting a bespoke solver needs the sample shape")
         x_cal = torch.randn((calib_n, *shape[1:]), generator=torch.Generator().manual_seed(10_000 + seed))
-        P = optimise_solver(D, steps, x_cal.to(device), ref_steps=200, batch_size=min(128, calib_n))
+        P = optimise_solver(D, steps, x_cal.to(device), ref_steps=200, batch_size=min(128, calib_n), iters=300)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             save_solver(path, P, D.schedule)

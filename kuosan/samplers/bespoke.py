@@ -1,15 +1,17 @@
-"""Bespoke multistep solver: model times and per-step coefficients fitted by gradient descent for one model.
+"""Bespoke multistep solver: model times, query noise levels and per-step coefficients fitted to one model.
 
 In the spirit of Shaul et al. 2023 ("Bespoke Solvers", Eq. (6)-(9): a solver's free parameters trained by
-backpropagating the endpoint error through the sampler) and DPM-Solver-v3's model-specific coefficients,
-on top of DPM-Solver++(2M) in data-prediction form (Lu et al. 2022b Alg. 2; λ = log(α/σ), h = λ_s - λ_t):
-    x_s = (σ_s/σ_t)(1 + c_i) x_t + α_s ψ_1(h)(1 + g_i) [x̂_0^{(i)} + (h/(2h') + a_i)(x̂_0^{(i)} - x̂_0^{(i-1)})
-                                                           + b_i (x̂_0^{(i-1)} - x̂_0^{(i-2)})],
-with c = g = a = b = 0 being DPM-Solver++(2M) exactly (c, g: Bespoke's scale freedom). The step into t = 0 is
-    x_0 = x̂_0^{(N-1)} + e_0 (x_{N-1}/α_{N-1} - x̂_0^{(N-1)}) + e_1 (x̂_0^{(N-1)} - x̂_0^{(N-2)})
-          + e_2 (x̂_0^{(N-2)} - x̂_0^{(N-3)}).
-Every eval point stays a linear combination of x_T and earlier outputs (UniPC-2 with its corrector lies in this
-family), so NFE = N. The times use optimise.grid_from_params (monotone softmax increments of log-SNR).
+backpropagating the endpoint error through the sampler), DPM-Solver-v3's model-specific coefficients and
+AMED-Solver's learned evaluation times (Zhou et al. 2024), on top of DPM-Solver++(2M) in data-prediction form
+(Lu et al. 2022b Alg. 2; λ = log(α/σ), h = λ_{i+1} - λ_i, Δ_k = x̂_0^{(i-k+1)} - x̂_0^{(i-k)}):
+    x_{i+1} = (σ_{i+1}/σ_i)(1 + c_i) x_i + α_{i+1} (1 - e^{-h})(1 + g_i) [x̂_0^{(i)} + (h/(2h') + a_{i,1}) Δ_1
+                                                                       + Σ_{k=2..K} a_{i,k} Δ_k],
+and into t = 0:  x_0 = x̂_0^{(N-1)} + e_0 (x_{N-1}/α_{N-1} - x̂_0^{(N-1)}) + Σ_{k=1..K} e_k Δ_k.
+x̂_0^{(i)} = D(x_i α(τ_i)/α(t_i), τ_i) is queried at a noise level shifted by s_i in log-SNR (log(α²/σ²)) from
+the grid time t_i, kept within [t_{N-1}, T]; the state is rescaled to that time's signal scale. c = g = a = e = s = 0
+is DPM-Solver++(2M) exactly. Every query stays a function of x_T and earlier outputs, so NFE = N; with K = N - 1
+the family holds every linear multistep method in x̂_0 (UniPC with its corrector included).
+The times use optimise.grid_from_params (monotone softmax increments of log-SNR).
 """
 
 from __future__ import annotations
@@ -31,37 +33,44 @@ from .dpm_solver import dpmpp
 from .grids import check_grid, check_steps, karras_grid, logsnr_grid, uniform_grid
 from .optimise import grid_from_params, load_grid, params_from_grid, save_grid
 
-COEFF_NAMES = ("c", "g", "a", "b", "e")  # per-step x-scale, output scale, 1st/2nd difference weights (N-1,); final (3,)
+# per-step state scale c and output scale g (N-1,); difference weights a (N-1, K); final step e (K+1,);
+# query log-SNR shifts s (N,)
+COEFF_NAMES = ("c", "g", "a", "e", "s")
 
 
 @dataclass(frozen=True)
 class SolverParams:
-    """A fitted bespoke solver: grid ts (N+1,) float64 ending at 0, c/g/a/b (N-1,), e (3,); plus fit diagnostics."""
+    """A fitted bespoke solver: grid ts (N+1,) float64 ending at 0, coefficients (COEFF_NAMES); fit diagnostics."""
 
     ts: Tensor
     c: Tensor
     g: Tensor
     a: Tensor
-    b: Tensor
     e: Tensor
+    s: Tensor
     info: dict[str, Any]
 
     def coeffs(self) -> dict[str, Tensor]:
         return {k: getattr(self, k) for k in COEFF_NAMES}
 
 
-def zero_coeffs(steps: int) -> dict[str, Tensor]:
-    """Coefficients that make the bespoke solver DPM-Solver++(2M)."""
-    z = torch.zeros(max(steps - 1, 0), dtype=torch.float64)
-    return {"c": z, "g": z.clone(), "a": z.clone(), "b": z.clone(), "e": torch.zeros(3, dtype=torch.float64)}
+def zero_coeffs(steps: int, history: int = 3) -> dict[str, Tensor]:
+    """Coefficients (K = ``history`` differences) that make the bespoke solver DPM-Solver++(2M)."""
+    if not isinstance(history, int) or history < 1:
+        raise ValueError(f"history must be a positive integer, got {history!r}")
+    z = lambda *shape: torch.zeros(*shape, dtype=torch.float64)
+    m = max(steps - 1, 0)
+    return {"c": z(m), "g": z(m), "a": z(m, history), "e": z(history + 1), "s": z(steps)}
 
 
 def _check_coeffs(coeffs: dict[str, Tensor], steps: int) -> dict[str, Tensor]:
     if not isinstance(coeffs, dict) or set(coeffs) != set(COEFF_NAMES):
         raise ValueError(f"bespoke coefficients must be a dict with keys {COEFF_NAMES}, got {coeffs!r:.80}")
     out = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in coeffs.items()}
+    a = out["a"]
+    K = a.shape[1] if a.ndim == 2 else 0
     for k, v in out.items():
-        want = (3,) if k == "e" else (steps - 1,)
+        want = {"a": (steps - 1, max(K, 1)), "e": (K + 1,), "s": (steps,)}.get(k, (steps - 1,))
         if tuple(v.shape) != want:
             raise ValueError(f"bespoke coefficient {k!r} must have shape {want} for {steps} steps, "
                              f"got {tuple(v.shape)}")
@@ -74,28 +83,34 @@ def _solve(D: Denoiser, x: Tensor, ts: Tensor, co: dict[str, Tensor], cond: dict
     """The solver, differentiable in x, ts (N+1,) and the coefficients; ts must be valid (checked by callers)."""
     sched: Schedule = D.schedule
     n = ts.numel() - 1
-    tm = ts[:-1].to(x.dtype)  # model times (N,)
+    tm = ts[:-1].to(torch.float64)  # grid (model) times (N,)
     la = sched.log_alpha_bar(tm)
     alpha, sigma = (0.5 * la).exp(), (-torch.expm1(la)).sqrt()
     lam = alpha.log() - sigma.log()  # λ = log(α/σ) (N,)
-    c, g, a, b, e = (co[k].to(x) for k in COEFF_NAMES)
+    # query times: log-SNR shifted by s, clamped to [λ(T), λ(t_{N-1})]; written as tm + (τ(ℓ+s) - τ(ℓ)) so that
+    # s = 0 gives tm exactly while the gradient in s stays alive
+    ls = sched.log_snr(tm)
+    lq = torch.minimum(torch.maximum(ls + co["s"], sched.log_snr(tm.new_tensor(float(sched.T)))), ls[-1])
+    tq = tm + (sched.t_from_log_snr(lq) - sched.t_from_log_snr(ls))
+    rescale = (0.5 * (sched.log_alpha_bar(tq) - la)).exp()  # α(τ_i)/α(t_i) (N,)
+    c, g, a, e = (co[k].to(x) for k in ("c", "g", "a", "e"))
+    K = a.shape[1]
+    alpha, sigma, lam, tq, rescale = (u.to(x) for u in (alpha, sigma, lam, tq, rescale))
     x0s: list[Tensor] = []
     for i in range(n):
-        x0 = D(x, tm[i].expand(x.shape[0]), **cond)  # (B, *D)
+        x0 = D(x * rescale[i], tq[i].expand(x.shape[0]), **cond)  # (B, *D)
         x0s.append(x0)
+        diffs = [x0s[-k] - x0s[-k - 1] for k in range(1, min(i, K) + 1)]  # Δ_1..Δ_min(i,K)
         if i == n - 1:  # into t = 0: the denoise plus learned corrections
             out = x0 + e[0] * (x / alpha[i] - x0)
-            if i >= 1:
-                out = out + e[1] * (x0 - x0s[-2])
-            if i >= 2:
-                out = out + e[2] * (x0s[-2] - x0s[-3])
+            for k, dk in enumerate(diffs, 1):
+                out = out + e[k] * dk
             return out
         h = lam[i + 1] - lam[i]
         d = x0
-        if i >= 1:
-            d = d + (h / (2 * (lam[i] - lam[i - 1])) + a[i]) * (x0 - x0s[-2])
-        if i >= 2:
-            d = d + b[i] * (x0s[-2] - x0s[-3])
+        for k, dk in enumerate(diffs, 1):
+            w = a[i, k - 1] + (h / (2 * (lam[i] - lam[i - 1])) if k == 1 else 0)
+            d = d + w * dk
         x = (sigma[i + 1] / sigma[i]) * (1 + c[i]) * x + alpha[i + 1] * (-torch.expm1(-h)) * (1 + g[i]) * d
     raise AssertionError("unreachable")
 
@@ -120,7 +135,7 @@ def _start_grids(sched: Schedule, steps: int, t_min: float) -> list[Tensor]:
 
 
 def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor | None = None, ref_steps: int = 500,
-                    iters: int = 300, lr: float = 0.02, batch_size: int = 1024,
+                    iters: int = 1200, lr: float = 0.02, batch_size: int = 4096, history: int = 3,
                     hard_mix: float = 0.5, val_frac: float = 0.125,
                     reg: float = 1e-3, t_min: float = 1.0, init_grid: Tensor | None = None, eval_every: int = 10,
                     seed: int = 0, cond: dict[str, Any] | None = None) -> SolverParams:
@@ -129,7 +144,11 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
     x_cal is split into a training part (minibatches of ``batch_size``) and a validation slice (``val_frac``)
     used for early stopping: the returned parameters are those with the lowest validation RMSE seen, the start
     (best of the uniform-trailing/logSNR/Karras grids and ``init_grid``, e.g. an optimise_grid result, with
-    DPM-Solver++(2M) coefficients) included.
+    DPM-Solver++(2M) coefficients) included. ``history`` is K, the number of x̂_0 differences each step weighs.
+    The endpoint error of multimodal data is carried by the few trajectories near basin boundaries, so the fit
+    needs thousands of calibration points and many iterations (measured on a 2-D and a 32-dim mixture at 10 NFE:
+    16k-32k points, batch 4096 and 1200 iterations cut the held-out error of 4k points, batch 1024 and
+    300 iterations by a third or more; float32 fits as well as float64 in half the time).
     ``reference`` defaults to DPM-Solver++(3M) on a ``ref_steps``-step logSNR grid. ``reg`` weighs an L2
     penalty on the coefficients (relative to the start's MSE) against over-fitting the calibration batch.
     ``hard_mix`` is the share of minibatch draws made in proportion to each point's last error (importance
@@ -178,7 +197,7 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
 
     starts = _start_grids(sched, steps, t_min) + ([torch.as_tensor(init_grid, dtype=torch.float64)]
                                                   if init_grid is not None else [])
-    zero = zero_coeffs(steps)
+    zero = zero_coeffs(steps, history)
     best_ts = min(starts, key=lambda g: val_rmse(g, zero))
     theta = params_from_grid(sched, best_ts, t_min, free_end=True).clone().requires_grad_(True)
     co = {k: v.clone().requires_grad_(True) for k, v in zero.items()}
@@ -235,7 +254,7 @@ def save_solver(path: str | Path, params: SolverParams, schedule: Schedule, nfe:
     steps = params.ts.numel() - 1
     co = _check_coeffs(params.coeffs(), steps)
     save_grid(path, params.ts, schedule, "bespoke", steps if nfe is None else nfe,
-              coeffs={k: [float(u) for u in v] for k, v in co.items()})
+              coeffs={k: v.tolist() for k, v in co.items()})
 
 
 def load_solver(path: str | Path, schedule: Schedule) -> SolverParams:

@@ -127,7 +127,7 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Callable[.
 
 
 def save_grid(path: str | Path, grid: Tensor, schedule: Schedule, sampler_name: str, nfe: int,
-              coeffs: dict[str, list[float]] | None = None) -> None:
+              coeffs: dict[str, Any] | None = None) -> None:
     """Write an optimised grid as JSON with the schedule's fingerprint (floats round-trip exactly).
 
     ``coeffs`` (e.g. a bespoke solver's per-step coefficients) are stored alongside under "coeffs".
@@ -137,7 +137,7 @@ def save_grid(path: str | Path, grid: Tensor, schedule: Schedule, sampler_name: 
            "T": schedule.T, "sampler": str(sampler_name), "nfe": int(nfe),
            "grid": [float(t) for t in grid.to(torch.float64)]}
     if coeffs is not None:
-        doc["coeffs"] = {str(k): [float(u) for u in v] for k, v in coeffs.items()}
+        doc["coeffs"] = {str(k): torch.as_tensor(v, dtype=torch.float64).tolist() for k, v in coeffs.items()}
     Path(path).write_text(json.dumps(doc, indent=1))
 
 
