@@ -134,3 +134,5 @@ def test_bad_arguments_are_refused():
         bench.parse(["--mixtures", "ring,moons"])
     with pytest.raises(ValueError, match="opt-samplers"):
         bench.parse(["--opt-samplers", "dpmpp9"])
+    with pytest.raises(ValueError, match="bespoke-nfe"):
+        bench.parse(["--bespoke-nfe", "2,10"])
