@@ -90,7 +90,8 @@ def dev_curves32() -> GaussianMixture:
 
 
 def dev_aniso2d() -> GaussianMixture:
-    """Development (tuned on, like dev_curves32): 5 random anisotropic 2-D Gaussians (stds 0.02..0.4, random rotations, Dirichlet weights); seed 7."""
+    """Development (tuned on, like dev_curves32): 5 random anisotropic 2-D Gaussians (stds 0.02..0.4, random
+    rotations, Dirichlet weights); seed 7."""
     g = torch.Generator().manual_seed(7)
     means = (torch.rand(5, 2, generator=g, dtype=torch.float64) - 0.5) * 5
     ang = torch.rand(5, generator=g, dtype=torch.float64) * math.pi
@@ -102,8 +103,8 @@ def dev_aniso2d() -> GaussianMixture:
 
 
 def heldout_aniso2d() -> GaussianMixture:
-    """Held out (defined before any run on it, after the solver settings were frozen): 6 random anisotropic
-    2-D Gaussians, means in [-2.5, 2.5]², stds log-uniform in [0.03, 0.3], random rotations, Dirichlet weights."""
+    """Held out (written before any run on it, first run once the solver settings were frozen): 6 random
+    anisotropic 2-D Gaussians, means in [-2.5, 2.5]², stds log-uniform in [0.03, 0.3], random rotations, Dirichlet weights."""
     g = torch.Generator().manual_seed(2026)
     means = (torch.rand(6, 2, generator=g, dtype=torch.float64) - 0.5) * 5
     ang = torch.rand(6, generator=g, dtype=torch.float64) * math.pi
