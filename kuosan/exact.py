@@ -15,7 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .schedules import Schedule
+from .broadcast import batch_times
+from .paths import Path
 
 
 @dataclass(eq=False)
@@ -101,49 +102,43 @@ def ring(k: int = 8, radius: float = 2.0, std: float = 0.05) -> GaussianMixture:
 
 
 class ExactDenoiser:
-    """The optimal denoiser D(x_t, t) = E[x_0|x_t] of a GaussianMixture under a schedule; x_t (B, *D)."""
+    """The optimal denoiser D(x_t, t) = E[x_0|x_t] of a GaussianMixture on a path; x_t (B, *D)."""
 
-    def __init__(self, mixture: GaussianMixture, schedule: Schedule):
-        self.mixture, self.schedule = mixture, schedule
+    def __init__(self, mixture: GaussianMixture, path: Path):
+        self.mixture, self.path = mixture, path
 
     def __call__(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:
-        t = torch.as_tensor(t, device=x_t.device, dtype=x_t.dtype).expand(x_t.shape[0])
+        t = batch_times(t, x_t)
         flat = x_t.reshape(x_t.shape[0], -1)
-        x0 = self.mixture.denoise(flat, self.schedule.alpha(t), self.schedule.sigma(t))
-        return x0.reshape(x_t.shape)
+        a, s = self.path.alpha(t).to(x_t.dtype), self.path.sigma(t).to(x_t.dtype)
+        return self.mixture.denoise(flat, a, s).reshape(x_t.shape)
 
 
-
-
-
-def pf_ode_solve(mixture: GaussianMixture, x: Tensor, sigma_from: float, sigma_to: float = 0.0,
+def pf_ode_solve(mixture: GaussianMixture, x: Tensor, ve_sigma_from: float, ve_sigma_to: float = 0.0,
                  rtol: float = 1e-11, atol: float = 1e-12) -> Tensor:
-    """Exact probability-flow ODE endpoint (Song et al. 2021 Eq. (13)) from VE noise level σ̃ = σ/α.
+    """Exact probability-flow ODE endpoint (Song et al. 2021 Eq. (13)) between VE noise levels σ̃ = σ/α.
 
-    In VE coordinates y = x/α, σ̃ = σ/α the PF-ODE of any VP schedule is dy/dσ̃ = (y - D(y))/σ̃
-    (Karras et al. 2022 Eq. (3)); with u = log σ̃ it reads dy/du = y - D(y), smooth down to σ̃ → 0.
-    Solved in float64 by scipy's DOP853. ``x`` is the VP state (B, D) at σ̃ = sigma_from; returns the VP
-    state at σ̃ = sigma_to (σ̃ = 0: data, stopped at 1e-7 where the remaining change is below 1e-10).
+    Integrates kuosan.pf_ode's dy/du = y - D(y) (u = log σ̃, y = x/α) with the mixture's exact denoiser in
+    float64 by scipy's DOP853. ``x`` is the VP state x = y/√(1 + σ̃²) (B, D) at σ̃ = ve_sigma_from; returns the VP
+    state at ve_sigma_to (σ̃ = 0: data, stopped at 1e-7 where the remaining change is below 1e-10). For another
+    path, convert with its α: x_path = α_path · y.
     """
     import numpy as np
     from scipy.integrate import solve_ivp
 
+    from .paths import VE
+    from .pf_ode import rhs as pf_rhs
+
     shape = x.shape
-    a_from = 1.0 / math.sqrt(1.0 + sigma_from**2)
-    y0 = (x.detach().to(torch.float64).cpu().reshape(shape[0], -1) / a_from).numpy().ravel()
-    u_to = math.log(max(sigma_to, 1e-7))
+    D = ExactDenoiser(mixture, VE(sigma_max=max(ve_sigma_from, 1.0)))  # VE: α = 1, so x = y
+    y0 = (x.detach().to(torch.float64).cpu().reshape(shape[0], -1) * math.sqrt(1.0 + ve_sigma_from**2)).numpy()
+    u_to = math.log(max(ve_sigma_to, 1e-7))
 
-    def rhs(u: float, y: np.ndarray) -> np.ndarray:
-        st = math.exp(u)
-        a, s = 1.0 / math.sqrt(1.0 + st**2), st / math.sqrt(1.0 + st**2)
-        yt = torch.from_numpy(y).reshape(shape[0], -1)
-        B = yt.shape[0]
-        x0 = mixture.denoise(a * yt, torch.full((B,), a, dtype=torch.float64), torch.full((B,), s, dtype=torch.float64))
-        return (yt - x0).numpy().ravel()
+    def f(u: float, y: np.ndarray) -> np.ndarray:
+        return pf_rhs(D, torch.from_numpy(y).reshape(y0.shape), u)[0].numpy().ravel()
 
-    sol = solve_ivp(rhs, (math.log(sigma_from), u_to), y0, method="DOP853", rtol=rtol, atol=atol)
+    sol = solve_ivp(f, (math.log(ve_sigma_from), u_to), y0.ravel(), method="DOP853", rtol=rtol, atol=atol)
     if not sol.success:
         raise RuntimeError(f"exact ODE solve failed: {sol.message}")
     y = torch.from_numpy(sol.y[:, -1]).reshape(shape)
-    a_to = 1.0 / math.sqrt(1.0 + sigma_to**2)
-    return (a_to * y).to(x.dtype)
+    return (y / math.sqrt(1.0 + ve_sigma_to**2)).to(x.dtype)
