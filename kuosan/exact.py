@@ -130,7 +130,7 @@ def pf_ode_solve(mixture: GaussianMixture, x: Tensor, ve_sigma_from: float, ve_s
     from .pf_ode import rhs as pf_rhs
 
     shape = x.shape
-    D = ExactDenoiser(mixture, VE(sigma_max=max(ve_sigma_from, 1.0)))  # VE: α = 1, so x = y
+    D = ExactDenoiser(mixture, VE(sigma_max=max(ve_sigma_from, ve_sigma_to, 1.0)))  # VE: α = 1, so x = y
     y0 = (x.detach().to(torch.float64).cpu().reshape(shape[0], -1) * math.sqrt(1.0 + ve_sigma_from**2)).numpy()
     u_to = math.log(max(ve_sigma_to, 1e-7))
 

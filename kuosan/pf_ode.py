@@ -57,7 +57,9 @@ def enter(D: Denoiser, x: Tensor, t: float, cond: dict[str, Any] | None = None) 
     a_s, s_s = float(path.alpha(f64(s))), float(path.sigma(f64(s)))
     x0 = D(x, batch_times(t, x), **(cond or {}))
     x_s = a_s * x0 + s_s * eps_from_x0(x, x0, a_t, s_t)
-    return x_s / a_s, u_cap
+    # the path may not reach σ̃ = VE_SIGMA_CAP exactly (a zero-terminal-SNR chain jumps from σ̃(T-1) to ∞):
+    # start from the time the step actually landed on
+    return x_s / a_s, -0.5 * float(path.log_snr(f64(s)))
 
 
 def leave(path: Path, y: Tensor, u: float) -> Tensor:
