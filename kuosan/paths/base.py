@@ -36,7 +36,7 @@ class Path(Protocol):
     def dalpha_dt(self, t: TimeLike) -> Tensor: ...
     def dsigma_dt(self, t: TimeLike) -> Tensor: ...
     def net_time(self, t: TimeLike) -> Tensor: ...  # the time value a network is given (about 0..1000)
-    def spec(self) -> dict[str, Any]: ...  # JSON-able; paths.from_spec(spec) rebuilds the path
+    def spec(self) -> dict[str, Any]: ...  # JSON-able description (saved beside fitted grids)
     def fingerprint(self) -> str: ...  # a short hash: tells whether saved grids belong to this path
 
 

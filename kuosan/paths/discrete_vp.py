@@ -40,11 +40,12 @@ def interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
 
 @dataclass(frozen=True, eq=False)
 class DiscreteVP:
-    """β_1..β_T (float64) with α, σ, λ at any t ∈ [0, T]; ``kind`` names the β table it came from."""
+    """β_1..β_T (float64) with α, σ, λ at any t ∈ [0, T]; ``schedule`` names the β table it came from."""
 
     betas: Tensor
-    kind: str = "custom"
+    schedule: str = "custom"
     zero_terminal_snr: bool = False
+    kind: str = field(default="discrete_vp", init=False)
     _log_ab: Tensor = field(init=False, repr=False)  # (T+1,) log ᾱ_t, t = 0..T
 
     def __post_init__(self) -> None:
@@ -128,7 +129,7 @@ class DiscreteVP:
         return f64(t) * (1000.0 / self.T)
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "discrete_vp", "schedule": self.kind, "T": self.T, "zero_terminal_snr": self.zero_terminal_snr,
+        return {"kind": "discrete_vp", "schedule": self.schedule, "T": self.T, "zero_terminal_snr": self.zero_terminal_snr,
                 "betas_sha1": self.fingerprint()}
 
     def fingerprint(self) -> str:
@@ -191,4 +192,4 @@ def discrete_vp(kind: str = "linear", T: int = 1000, *, zero_terminal_snr: bool 
     betas = BETA_FNS[kind](T, **kw)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
-    return DiscreteVP(betas, kind=kind, zero_terminal_snr=zero_terminal_snr)
+    return DiscreteVP(betas, schedule=kind, zero_terminal_snr=zero_terminal_snr)
