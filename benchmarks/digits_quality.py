@@ -5,7 +5,7 @@ Training runs in chunks (``train(cfg, stop_at=k)``, then ``train(None, resume=ru
 exact, so the chunks equal one run); after each chunk n samples (DDIM, 50 steps) from the EMA weights are
 scored. Train seconds are the training loops' own clock (log.csv elapsed_s), so neither the evaluation nor
 the per-chunk checkpoint/preview at each chunk's end is counted.
-Usage: python benchmarks/digits_quality.py [--chunk 250] [--max-steps N] [--threads N] [--set key=value ...]
+Usage: python benchmarks/digits_quality.py [--chunk 250] [--max-steps N] [--threads N] [--set table.key=value ...]
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from kuosan.config import Config, from_dict
+from kuosan.build import load_denoiser
+from kuosan.config import Config, apply_overrides
 from kuosan.data import load_dataset
-from kuosan.samplers import SAMPLERS, sample
-from kuosan.train import load_denoiser, train
+from kuosan.sampling import SAMPLERS, sample
+from kuosan.train import train
 from kuosan.viz import save_samples
 
 
@@ -47,9 +48,10 @@ def fit_classifier(cfg: Config, kind: str, confident: float) -> tuple[Any, dict[
     """Fit on 75% of cfg's (labelled, image) data set; returns the classifier, held-out scores, class count."""
     from sklearn.model_selection import train_test_split
 
-    ds = load_dataset(cfg.data, n=cfg.n_data, seed=cfg.seed)  # the very tensors (and scaling) kuosan trains on
+    # the very tensors (and scaling) kuosan trains on
+    ds = load_dataset(cfg.data.name, n=cfg.data.n, seed=cfg.run.seed)
     if ds.y is None or ds.kind != "image":
-        raise ValueError(f"data set {cfg.data!r} needs labelled images to be judged by a classifier")
+        raise ValueError(f"data set {cfg.data.name!r} needs labelled images to be judged by a classifier")
     X, y = ds.x.reshape(len(ds), -1).numpy(), ds.y.numpy()
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.25, random_state=0, stratify=y)
     clf = CLASSIFIERS[kind]().fit(Xtr, ytr)
@@ -88,7 +90,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--chunk", type=int, default=250, help="training steps between evaluations")
     p.add_argument("--max-steps", type=int, help="stop here (default: the config's steps; must be <= steps)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable")
+    p.add_argument("--set", action="append", default=[], metavar="TABLE.KEY=VALUE",
+                   help="config override (e.g. optim.steps=2000), repeatable")
     p.add_argument("--out", help="output folder (default runs/digits-quality-<time>); the run goes to OUT/run")
     p.add_argument("--n", type=int, default=500, help="samples scored per evaluation")
     p.add_argument("--sampler", default="ddim", choices=sorted(SAMPLERS))
@@ -108,17 +111,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def make_config(args: argparse.Namespace) -> Config:
-    overrides = {}
-    for kv in args.set:
-        if "=" not in kv:
-            raise ValueError(f"--set needs KEY=VALUE, got {kv!r}")
-        k, v = kv.split("=", 1)
-        overrides[k.strip().replace("-", "_")] = v.strip()
-    cfg = from_dict(overrides, where="--set")
+    cfg = apply_overrides(Config(), args.set, where="--set")
     if args.threads:
-        cfg.threads = args.threads
+        cfg.run.threads = args.threads
     out = Path(args.out or f"runs/digits-quality-{time.strftime('%Y%m%d-%H%M%S')}")
-    cfg.out = str(out / "run")
+    cfg.log.out = str(out / "run")
     if (out / "run" / "checkpoints").exists():
         raise ValueError(f"{out / 'run'} already holds a run; choose another --out")
     return cfg.validate()
@@ -129,15 +126,15 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = make_config(args)
-    max_steps = cfg.steps if args.max_steps is None else args.max_steps
-    if not 0 < max_steps <= cfg.steps:
-        raise ValueError(f"--max-steps must be in [1, steps={cfg.steps}] (lengthen with --set steps=N), "
+    max_steps = cfg.optim.steps if args.max_steps is None else args.max_steps
+    if not 0 < max_steps <= cfg.optim.steps:
+        raise ValueError(f"--max-steps must be in [1, steps={cfg.optim.steps}] (lengthen with --set optim.steps=N), "
                          f"got {max_steps}")
-    out, run = Path(cfg.out).parent, Path(cfg.out)
+    out, run = Path(cfg.log.out).parent, Path(cfg.log.out)
     clf, ref, ncls = fit_classifier(cfg, args.classifier, args.confident)
     print(f"torch {torch.__version__}, threads: {torch.get_num_threads()} "
-          f"({'--threads' if args.threads else 'torch default'}); data {cfg.data}, steps {cfg.steps}, batch "
-          f"{cfg.batch_size}, unet c={cfg.channels} mult={cfg.channel_mult}; eval: {args.n} samples, "
+          f"({'--threads' if args.threads else 'torch default'}); data {cfg.data.name}, steps {cfg.optim.steps}, "
+          f"batch {cfg.optim.batch_size}, unet c={cfg.net.channels} mult={cfg.net.channel_mult}; eval: {args.n} samples, "
           f"{args.sampler} {args.sample_steps} steps, EMA weights")
     print(f"classifier {args.classifier}: held-out accuracy {ref['accuracy']:.3f}; mean max-prob on held-out real "
           f"images {ref['real_mean_maxp']:.3f} ({100 * ref['real_confident']:.0f}% > {args.confident}), "

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kuosan.config import Config
-from kuosan.train import build_net
+from kuosan.build import build_net
+from kuosan.config import from_dict
 
 Mode = Literal["train", "infer"]
 MNIST_META = {"kind": "image", "shape": [1, 28, 28], "num_classes": 0}
@@ -30,8 +30,8 @@ DEFAULTS = {"cpu": {"batch": 32, "iters": 3, "warmup": 1, "repeats": 3},
 
 def kuosan_unet(channels: int) -> nn.Module:
     """The default MNIST U-Net: widths (c, 2c, 2c), 2 res blocks a level, attention at 7x7, no dropout."""
-    cfg = Config(data="mnist5k", channels=channels, channel_mult=(1, 2, 2), num_res_blocks=2,
-                 attn_resolutions=(7,), dropout=0.0)
+    cfg = from_dict({"data": {"name": "mnist5k"}, "net": {"channels": channels, "channel_mult": (1, 2, 2),
+                                                          "num_res_blocks": 2, "attn_resolutions": (7,), "dropout": 0.0}})
     return build_net(cfg, MNIST_META)
 
 

@@ -3,6 +3,9 @@
 A run folder holds ``checkpoints/step_XXXXXXX/`` directories and a ``checkpoints/latest`` pointer file.
 A checkpoint directory is written under a temporary name, flushed, then renamed; ``latest`` is replaced
 with os.replace only afterwards, so a crash at any moment leaves the previous checkpoint intact.
+
+``config.json`` holds the nested training config (``state.json`` records ``config_format`` = 2); checkpoints
+written before the nested config (no ``config_format``) hold the old flat config, migrated when loaded.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-FORMAT = "kuosan-checkpoint-1"
+FORMAT = "kuosan-checkpoint-1"  # the file layout (unchanged by the nested config)
+CONFIG_FORMAT = 2  # 1: the flat pre-redesign config; 2: nested tables
 
 
 class CheckpointError(ValueError):
@@ -29,7 +33,7 @@ class CheckpointError(ValueError):
 @dataclass
 class Checkpoint:
     path: Path
-    config: dict[str, Any]
+    config: dict[str, Any]  # nested (an old flat config is migrated on load)
     state: dict[str, Any]  # step, data shape, optimizer's non-tensor state, ...
     model: dict[str, Tensor]
     ema: dict[str, Tensor] | None
@@ -92,7 +96,7 @@ def save_checkpoint(run_dir: str | Path, step: int, config: dict[str, Any], stat
         save_file(cpu(ema), str(tmp / "ema.safetensors"))
     if extra:
         save_file(cpu(extra), str(tmp / "extra.safetensors"))
-    state = dict(state, format=FORMAT, step=step)
+    state = dict(state, format=FORMAT, config_format=CONFIG_FORMAT, step=step)
     if optim is not None:
         tensors, meta = optim_to_flat(optim)
         save_file(tensors, str(tmp / "optim.safetensors"))
@@ -141,6 +145,13 @@ def load_checkpoint(path: str | Path, *, with_optim: bool = True) -> Checkpoint:
         raise CheckpointError(f"checkpoint {str(p)!r} has an unreadable state/config: {e}") from None
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{str(p)!r} is not a {FORMAT} checkpoint (format {state.get('format')!r})")
+    version = state.get("config_format", 1)
+    if version not in (1, CONFIG_FORMAT) or not isinstance(config, dict):
+        raise CheckpointError(f"checkpoint {str(p)!r} has a config of unknown format {version!r}")
+    if version == 1:
+        from .config import migrate_flat
+
+        config = migrate_flat(config, where=f"checkpoint {str(p)!r}")
     try:
         model = load_file(str(p / "model.safetensors"))
         ema = load_file(str(p / "ema.safetensors")) if (p / "ema.safetensors").is_file() else None

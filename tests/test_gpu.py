@@ -3,17 +3,20 @@
 import pytest
 import torch
 
-from kuosan.config import Config
-from kuosan.model import load_denoiser
-from kuosan.samplers import sample
+from kuosan.build import load_denoiser
+from kuosan.config import Config, apply_overrides
 from kuosan.train import train
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]
 
 
 def test_train_and_sample_on_gpu_bf16(tmp_path):
-    cfg = Config(steps=30, batch_size=64, precision="bf16", device="cuda", ckpt_every=30, val_every=10, log_every=10,
-                 n_samples=16, sample_steps=5, out=str(tmp_path / "r"))
+    from kuosan.sampling import sample
+
+    cfg = apply_overrides(Config(), {"optim.steps": 30, "optim.batch_size": 64, "run.precision": "bf16",
+                                     "run.device": "cuda", "log.ckpt_every": 30, "log.val_every": 10,
+                                     "log.log_every": 10, "log.n_samples": 16, "log.sample_steps": 5,
+                                     "log.out": str(tmp_path / "r")}).validate()
     run = train(cfg, progress=False)
     D, meta, _ = load_denoiser(run, device="cuda")
     for name in ("ddim", "dpm++2m", "ddpm"):
@@ -25,8 +28,10 @@ def test_train_and_sample_on_gpu_bf16(tmp_path):
 
 
 def test_gpu_matches_cpu_denoiser(tmp_path):
-    run = train(Config(steps=5, batch_size=32, ckpt_every=5, n_samples=4, sample_steps=2, device="cpu",
-                       out=str(tmp_path / "c")), progress=False)
+    cfg = apply_overrides(Config(), {"optim.steps": 5, "optim.batch_size": 32, "log.ckpt_every": 5,
+                                     "log.n_samples": 4, "log.sample_steps": 2, "run.device": "cpu",
+                                     "log.out": str(tmp_path / "c")}).validate()
+    run = train(cfg, progress=False)
     Dc, meta, _ = load_denoiser(run, device="cpu")
     Dg, _, _ = load_denoiser(run, device="cuda")
     x = torch.randn(16, *meta["shape"])

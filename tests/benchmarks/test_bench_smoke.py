@@ -10,7 +10,7 @@ from types import ModuleType
 import pytest
 import torch
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 HAS_DIFFUSERS = importlib.util.find_spec("diffusers") is not None
 
 
@@ -55,7 +55,7 @@ def test_train_step_updates_weights() -> None:
 def test_digits_quality_two_steps(tmp_path: Path) -> None:
     res = _load("digits_quality").main(
         ["--threads", "1", "--chunk", "1", "--max-steps", "2", "--n", "20", "--sample-steps", "2",
-         "--set", "n_samples=4", "--set", "sample_steps=2", "--out", str(tmp_path)])
+         "--set", "log.n_samples=4", "--set", "log.sample_steps=2", "--out", str(tmp_path)])
     ref, rows = res["classifier"], res["rows"]
     # the judge is a good classifier, and real held-out digits meet the criterion's threshold
     assert ref["accuracy"] > 0.95 and ref["real_mean_maxp"] >= 0.9 > ref["noise_mean_maxp"]
@@ -65,3 +65,11 @@ def test_digits_quality_two_steps(tmp_path: Path) -> None:
     assert res["reached"] is None  # two training steps cannot draw recognisable digits
     assert res["grid"].is_file() and (tmp_path / "quality.csv").is_file()
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_0000002"
+
+
+def test_digits_quality_refuses_an_unknown_key(tmp_path: Path) -> None:
+    """--set takes the nested keys; an old flat key is refused with the new name suggested, before any work."""
+    from kuosan.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"did you mean 'optim.steps'\?"):
+        _load("digits_quality").main(["--set", "steps=5", "--out", str(tmp_path)])

@@ -1,0 +1,115 @@
+"""Building a model from its config: the path, the parameterisation, the network for the data's shape, the
+objective, and a trained denoiser from a run folder."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path as FilePath
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from .checkpoint import load_checkpoint, load_weights
+from .config import Config, from_dict, path_kwargs
+from .denoiser import NetDenoiser
+from .nets import MLP, MLPConfig, UNet, UNetConfig
+from .parameterisation import Parameterisation, make_parameterisation
+from .paths import Path, make_path
+
+if TYPE_CHECKING:
+    from .data import Dataset
+    from .objectives import DiffusionObjective
+
+
+def make_path_from(cfg: Config) -> Path:
+    """The [path] table as a path."""
+    return make_path(cfg.path.kind, **path_kwargs(cfg.path))
+
+
+def make_param_from(cfg: Config) -> Parameterisation:
+    """objective.prediction (and sigma_data for edm) as a parameterisation."""
+    return make_parameterisation(cfg.objective.prediction, sigma_data=cfg.objective.sigma_data)
+
+
+def make_objective_from(cfg: Config, path: Path, param: Parameterisation, bits: int | None) -> "DiffusionObjective":
+    """The [objective] table as a loss; hybrid_lambda counts only with a learned variance (it trains v only).
+    ``time_sampling = 'auto'`` on a ve path is log_normal (see kuosan.objectives.timesteps)."""
+    from .objectives import make_objective
+
+    ob = cfg.objective
+    return make_objective(path, param, weighting=ob.weighting, time_sampling=ob.time_sampling, loss=ob.loss,
+                          min_snr_gamma=ob.min_snr_gamma, hybrid_lambda=ob.hybrid_lambda if ob.learn_variance else 0.0,
+                          bits=bits, sigma_data=ob.sigma_data, sigmoid_bias=ob.sigmoid_bias, **time_kwargs(cfg))
+
+
+def time_kwargs(cfg: Config) -> dict[str, float]:
+    """objective.time_mean/time_std as the time sampler's own parameter names (logit_normal: mean, std;
+    log_normal: p_mean, p_std); unset ones are left to the sampler's defaults."""
+    ob = cfg.objective
+    names = {"logit_normal": ("mean", "std"), "log_normal": ("p_mean", "p_std")}.get(ob.time_sampling)
+    if names is None:
+        return {}
+    return {k: v for k, v in zip(names, (ob.time_mean, ob.time_std)) if v is not None}
+
+
+def data_meta(ds: "Dataset") -> dict[str, Any]:
+    """What a checkpoint must know of its data to rebuild the network and sample: shape, kind, classes."""
+    return {"kind": ds.kind, "shape": list(ds.x.shape[1:]), "num_classes": ds.num_classes, "name": ds.name,
+            "bits": ds.bits}
+
+
+class MLPFlat(nn.Module):
+    """Lets the MLP serve data of any per-sample shape by flattening (B, *D) -> (B, prod D) and back."""
+
+    def __init__(self, mlp: nn.Module):
+        super().__init__()
+        self.mlp = mlp
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
+        out = self.mlp(x.flatten(1), t, y)  # (B, k·D), k = 2 with a learned variance
+        return out.reshape(x.shape[0], -1, *x.shape[2:]) if x.ndim > 2 else out
+
+
+def build_net(cfg: Config, meta: dict[str, Any]) -> nn.Module:
+    """U-Net for images (C, H, W), MLP (on flattened samples) for vectors (D,), per net.model."""
+    n, shape, kind = cfg.net, meta["shape"], cfg.net.model
+    if kind == "auto":
+        kind = "unet" if meta["kind"] == "image" else "mlp"
+    ncls = meta["num_classes"] if cfg.data.class_cond else 0
+    out_mult = 2 if cfg.objective.learn_variance else 1  # mean and variance halves
+    if kind == "unet":
+        if len(shape) != 3:
+            raise ValueError(f"the unet needs image data (C, H, W), got samples of shape {tuple(shape)}")
+        return UNet(UNetConfig(in_channels=shape[0], channels=n.channels, channel_mult=tuple(n.channel_mult),
+                               num_res_blocks=n.num_res_blocks, attn_resolutions=tuple(n.attn_resolutions),
+                               dropout=n.dropout, num_classes=ncls, image_size=shape[-1],
+                               out_channels=out_mult * shape[0]))
+    dim = math.prod(shape)
+    return MLPFlat(MLP(MLPConfig(dim=dim, hidden=n.mlp_hidden, depth=n.mlp_depth, dropout=n.dropout,
+                                 num_classes=ncls, out_dim=out_mult * dim)))
+
+
+def make_denoiser(net: nn.Module, cfg: Config, path: Path | None = None) -> NetDenoiser:
+    """The network read through the config's parameterisation on its path."""
+    return NetDenoiser(net, path if path is not None else make_path_from(cfg), make_param_from(cfg),
+                       learns_variance=cfg.objective.learn_variance)
+
+
+def load_denoiser(run_or_ckpt: str | FilePath, *, use_ema: bool = True, device: str | torch.device = "cpu"
+                  ) -> tuple[NetDenoiser, dict[str, Any], Config]:
+    """Rebuild the trained denoiser of a run or checkpoint folder (EMA weights by default), in eval mode.
+
+    Returns (D, data meta, config); old-format checkpoints load through the migrated config."""
+    ckpt = load_checkpoint(run_or_ckpt, with_optim=False)
+    cfg = from_dict(ckpt.config, where=f"checkpoint {ckpt.path}").validate()
+    meta = ckpt.state.get("data")
+    if not isinstance(meta, dict) or "shape" not in meta:
+        raise ValueError(f"checkpoint {ckpt.path} does not record its data shape")
+    net = build_net(cfg, meta)
+    own = net.state_dict()
+    weights = ckpt.ema if (use_ema and ckpt.ema is not None) else ckpt.model
+    load_weights(net, {k: v.to(own[k].dtype) if k in own else v for k, v in weights.items()},
+                 f"checkpoint {ckpt.path}")
+    net.to(device).eval()
+    return make_denoiser(net, cfg), meta, cfg

@@ -1,0 +1,146 @@
+"""Cross-key checks of a training Config (``Config.validate``): one-line ConfigError naming the first bad value.
+
+Per-key types and modes are checked when a value is read (kuosan.config.values); here: ranges, the keys each path
+kind takes, and whether path, parameterisation and objective fit together (built once, as training would).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+from typing import TYPE_CHECKING, Any
+
+from .tables import PATH_KEYS, ConfigError, PathConfig, path_kwargs
+
+if TYPE_CHECKING:
+    from .tables import Config
+
+
+def _need(ok: bool, msg: str) -> None:
+    if not ok:
+        raise ConfigError(msg)
+
+
+def _only(given: bool, applies: bool, key: str, where: str) -> None:
+    """A key set away from its default where it has no effect is an error, not silently dropped."""
+    _need(not given or applies, f"{key} applies to {where} only")
+
+
+def _pos_int(key: str, v: Any) -> None:
+    _need(isinstance(v, int) and not isinstance(v, bool) and v > 0, f"{key} must be a positive integer, got {v!r}")
+
+
+def _nonneg_int(key: str, v: Any) -> None:
+    _need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{key} must be a non-negative integer, got {v!r}")
+
+
+def _finite(key: str, v: float) -> None:
+    _need(isinstance(v, (int, float)) and math.isfinite(v), f"{key} must be a finite number, got {v!r}")
+
+
+def _check_path(p: PathConfig) -> None:
+    takes = PATH_KEYS[p.kind]
+    for f in fields(PathConfig):
+        if f.name != "kind" and f.name not in takes and getattr(p, f.name) != f.default:
+            users = [k for k, ks in PATH_KEYS.items() if f.name in ks]
+            raise ConfigError(f"path.{f.name} does not apply to path kind {p.kind!r} (it is a key of "
+                              f"{' and '.join(users)})")
+    if p.kind == "discrete_vp":
+        _pos_int("path.T", p.T)
+        if p.schedule not in ("linear", "scaled_linear"):
+            for k in ("beta_start", "beta_end"):
+                _need(getattr(p, k) is None, f"path.{k} applies to the linear and scaled_linear schedules, "
+                                             f"not {p.schedule!r}")
+        _need(p.cosine_s is None or p.schedule == "cosine",
+              f"path.cosine_s applies to the cosine schedule, not {p.schedule!r}")
+        for k in ("beta_start", "beta_end"):
+            v = getattr(p, k)
+            _need(v is None or (math.isfinite(v) and 0 < v < 1), f"path.{k} must lie in (0, 1), got {v}")
+    for k in ("cosine_s", "t_max", "beta_min", "beta_max", "sigma_max"):
+        v = getattr(p, k)
+        if v is not None:
+            _finite(f"path.{k}", v)
+    from ..paths import make_path
+
+    try:
+        make_path(p.kind, **path_kwargs(p))
+    except ValueError as e:
+        raise ConfigError(f"path: {str(e).splitlines()[0]}") from None
+
+
+def check(cfg: "Config") -> None:
+    """Raise ConfigError naming the first bad value of cfg."""
+    d, o, n, ob, lg, r = cfg.data, cfg.optim, cfg.net, cfg.objective, cfg.log, cfg.run
+    _need(d.n is None or d.n > 0, f"data.n must be a positive integer, got {d.n}")
+    _need(0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
+    _need(0 <= d.p_uncond < 1, f"data.p_uncond must be in [0, 1), got {d.p_uncond}")
+    _need(bool(d.name), "data.name must name a data set")
+    _check_path(cfg.path)
+    for k in ("channels", "num_res_blocks", "mlp_hidden", "mlp_depth"):
+        _pos_int(f"net.{k}", getattr(n, k))
+    _need(len(n.channel_mult) > 0 and all(m > 0 for m in n.channel_mult),
+          f"net.channel_mult must be positive integers, got {list(n.channel_mult)}")
+    _need(all(a > 0 for a in n.attn_resolutions), f"net.attn_resolutions must be positive, got {list(n.attn_resolutions)}")
+    _need(0 <= n.dropout < 1, f"net.dropout must be in [0, 1), got {n.dropout}")
+    _need(math.isfinite(ob.sigma_data) and ob.sigma_data > 0, f"objective.sigma_data must be positive, got {ob.sigma_data}")
+    _need(math.isfinite(ob.min_snr_gamma) and ob.min_snr_gamma > 0,
+          f"objective.min_snr_gamma must be positive, got {ob.min_snr_gamma}")
+    _need(math.isfinite(ob.hybrid_lambda) and ob.hybrid_lambda >= 0,
+          f"objective.hybrid_lambda must be >= 0, got {ob.hybrid_lambda}")
+    _need(math.isfinite(ob.sigmoid_bias), f"objective.sigmoid_bias must be a finite number, got {ob.sigmoid_bias}")
+    _only(ob.sigma_data != 0.5, "edm" in (ob.prediction, ob.weighting), "objective.sigma_data",
+          "the edm prediction or weighting")
+    _only(ob.min_snr_gamma != 5.0, ob.weighting == "min_snr", "objective.min_snr_gamma", "weighting 'min_snr'")
+    _only(ob.sigmoid_bias != 0.0, ob.weighting == "sigmoid", "objective.sigmoid_bias", "weighting 'sigmoid'")
+    for k in ("time_mean", "time_std"):
+        v = getattr(ob, k)
+        _only(v is not None, ob.time_sampling in ("logit_normal", "log_normal"), f"objective.{k}",
+              "time_sampling 'logit_normal' or 'log_normal'")
+        _need(v is None or math.isfinite(v), f"objective.{k} must be a finite number, got {v}")
+    _need(ob.learn_variance or ob.hybrid_lambda == 0.001,
+          "objective.hybrid_lambda weights the learned variance's L_vlb term: it needs objective.learn_variance = true")
+    _need(ob.time_sampling != "importance" or ob.learn_variance,
+          "objective.time_sampling = 'importance' samples t by the L_vlb history, so it needs learn_variance = true")
+    for k in ("steps", "batch_size"):
+        _pos_int(f"optim.{k}", getattr(o, k))
+    _nonneg_int("optim.warmup", o.warmup)
+    _need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}")
+    _need(math.isfinite(o.min_lr) and 0 <= o.min_lr <= o.lr, f"optim.min_lr must be in [0, lr], got {o.min_lr}")
+    _need(math.isfinite(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _need(math.isfinite(o.grad_clip) and o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}")
+    _need(0 <= o.ema_decay < 1, f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
+    for k in ("log_every", "val_every", "ckpt_every", "n_samples", "sample_steps"):
+        _pos_int(f"log.{k}", getattr(lg, k))
+    _nonneg_int("log.sample_every", lg.sample_every)
+    _nonneg_int("run.seed", r.seed)
+    _nonneg_int("run.threads", r.threads)
+    _check_device(r.device)
+    _check_objective(cfg)
+
+
+def _check_device(device: str) -> None:
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"run.device: unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    _need(dev.type in ("cpu", "cuda", "mps"), f"run.device: unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _check_objective(cfg: "Config") -> None:
+    """Build path, parameterisation and objective as training will: an unfit combination (ε-prediction on a
+    zero-terminal-SNR path, importance sampling on a continuous path, ...) is refused before anything runs."""
+    from ..build import make_objective_from, make_path_from, make_param_from
+
+    try:
+        path = make_path_from(cfg)
+        param = make_param_from(cfg)
+        param.check_path(path)
+        make_objective_from(cfg, path, param, bits=None)
+    except ValueError as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"objective: {str(e).splitlines()[0]}") from None

@@ -1,0 +1,111 @@
+"""One training step: draw the step's batch from its own generator, then one AdamW update (clip first).
+
+Each step draws, for the *global* batch and in this order, from ``step_generator(seed, step)``: data indices,
+times t (``obj.times.sample``: the objective owns time), noise ε, and the label-dropout mask; each process
+keeps its slice; the global RNG (dropout masks) is seeded per (seed, step, rank). So the randomness of a step depends only on (seed, step): resume is exact and N processes
+train what one would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from ..config import Config
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The CPU generator of one step (the same on every process)."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
+def lr_at(cfg: Config, step: int) -> float:
+    """Linear warm-up to optim.lr over optim.warmup steps, then cosine decay to optim.min_lr at optim.steps."""
+    o = cfg.optim
+    if step < o.warmup:
+        return o.lr * (step + 1) / o.warmup
+    frac = min(1.0, (step - o.warmup) / max(1, o.steps - o.warmup))
+    return o.min_lr + 0.5 * (o.lr - o.min_lr) * (1 + math.cos(math.pi * frac))
+
+
+@dataclass
+class Batch:
+    x0: Tensor  # (b, *D) this process's data
+    t: Tensor  # (b,) float64 times
+    eps: Tensor  # (b, *D) noise
+    cond: dict[str, Tensor] | None  # {"y": (b,) labels, num_classes = the null label} with class_cond
+    weight: Tensor | None  # (b,) importance weights of t (None: t drawn from the plain sampler)
+    t_all: Tensor  # (B,) the global batch's times (the importance sampler's history needs all of them)
+
+
+def draw_batch(cfg: Config, obj: Any, X: Tensor, Y: Tensor | None, num_classes: int, step: int, rank: int,
+               world: int) -> Batch:
+    """The step's batch for process ``rank`` of ``world`` (X, Y on the training device)."""
+    B = cfg.optim.batch_size
+    b = B // world
+    sl = slice(rank * b, (rank + 1) * b)
+    g = step_generator(cfg.run.seed, step)
+    idx = torch.randint(len(X), (B,), generator=g)[sl]
+    t_all, w_all = obj.times.sample(B, g)
+    eps = torch.randn((B, *X.shape[1:]), generator=g)[sl]
+    drop = torch.rand(B, generator=g)[sl] < cfg.data.p_uncond
+    torch.manual_seed(cfg.run.seed * 1_000_003 + step * world + rank)  # the network's dropout masks
+    dev = X.device
+    idx = idx.to(dev)
+    cond = None
+    if cfg.data.class_cond:
+        assert Y is not None
+        cond = {"y": torch.where(drop.to(dev), num_classes, Y[idx])}
+    return Batch(X[idx], t_all[sl].to(dev), eps.to(dev, X.dtype), cond,
+                 None if w_all is None else w_all[sl].to(dev), t_all)
+
+
+@dataclass
+class StepResult:
+    ok: bool  # False: non-finite loss or gradient, the update was skipped
+    loss: float  # the global batch's mean loss
+    grad_norm: float
+
+
+def train_step(cfg: Config, net: nn.Module, net_fn: Callable[..., Tensor], obj: Any, batch: Batch,
+               opt: torch.optim.Optimizer, step: int, world: int, use_bf16: bool) -> StepResult:
+    """Loss, backward, clip (before the step), AdamW with lr_at(step); the importance sampler sees L_vlb."""
+    net.train()
+    dev = batch.x0.device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
+        terms = obj(net_fn, batch.x0, t=batch.t, eps=batch.eps, cond=batch.cond)
+    per_sample = terms.total
+    if batch.weight is not None:  # importance-sampled t: weights 1/(T p_t) keep the loss unbiased
+        per_sample = per_sample * batch.weight.to(dev, per_sample.dtype)
+    if hasattr(obj.times, "update") and terms.vlb is not None:
+        vlb = terms.vlb.detach().double()
+        if world > 1:  # every process keeps the same history: gather the global batch's terms
+            parts = [torch.empty_like(vlb) for _ in range(world)]
+            dist.all_gather(parts, vlb)
+            vlb = torch.cat(parts)
+        obj.times.update(batch.t_all, vlb.cpu())
+    loss = per_sample.mean()
+    loss_val = loss.detach().clone()
+    if world > 1:
+        dist.all_reduce(loss_val)
+        loss_val /= world
+    ok = bool(torch.isfinite(loss_val))
+    gnorm = torch.tensor(float("nan"))
+    if ok:
+        loss.backward()
+        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+        gnorm = nn.utils.clip_grad_norm_(net.parameters(), clip)
+        ok = bool(torch.isfinite(gnorm))
+    if not ok:
+        opt.zero_grad(set_to_none=True)
+        return StepResult(False, loss_val.item(), float(gnorm))
+    for group in opt.param_groups:
+        group["lr"] = lr_at(cfg, step)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return StepResult(True, loss_val.item(), float(gnorm))
