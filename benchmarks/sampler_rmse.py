@@ -6,14 +6,14 @@ deterministic kuosan sampler × grid and, when diffusers is installed, diffusers
 exact denoiser are compared with pf_ode_solve(x_T) at NFE 5, 10, 20, 50. RMSE is per coordinate:
 sqrt(mean((x̂ - x_ref)²)). Stochastic samplers (ddpm, sde, pc) do not target the ODE endpoint and are left out.
 
-Optimised grids (kuosan.samplers.optimise) are fitted on a separate calibration batch, never on the
+Optimised grids (kuosan.sampling.tuning.optimise_grid) are fitted on a separate calibration batch, never on the
 evaluation batch. Each mixture's role is in its table's title: "tuned" (ring, curves64: settings were chosen on
 them), "dev" (looked at while tuning the bespoke fit) and "held out" (first run after the settings were frozen).
 The squared error is heavy-tailed (few trajectories that end in another mode carry most of it), hence 4096
 evaluation points and a paired bootstrap interval for the kuosan/diffusers ratio in the summary.
 diffusers' schedulers get ε̂ = (x - α E[x_0|x])/σ at the (α, σ) their own update uses (alphas_cumprod[τ] for DDIM,
 their σ̃ otherwise), i.e. even at Karras σ̃ between integer timesteps: the most favourable reading for diffusers.
-The bespoke solver (kuosan.samplers.bespoke: times and per-step coefficients fitted by gradient descent) is
+The bespoke solver (kuosan.sampling.tuning: times and per-step coefficients fitted by gradient descent) is
 fitted on its own calibration batch of --bespoke-n-cal draws (seed 2), separate from the evaluation batch (seed 0),
 at the --bespoke-nfe budgets.
 Run: python benchmarks/sampler_rmse.py [--quick] [--mixtures ring,curves64] [--n 4096] [--threads 1] [--no-opt]
@@ -30,27 +30,11 @@ from functools import partial
 import torch
 from torch import Tensor
 
-from kuosan.denoiser import CountingDenoiser
+from kuosan.denoiser import Counting
 from kuosan.exact import ExactDenoiser, GaussianMixture, curve_cov, pf_ode_solve, ring
-from kuosan.samplers.ddpm import ddim
-from kuosan.samplers.dpm_solver import dpm_solver_2s, dpmpp
-from kuosan.samplers.edm import euler, heun
-from kuosan.samplers.grids import karras_grid, logsnr_grid, uniform_grid
-from kuosan.samplers.unipc import unipc
-from kuosan.schedules import Schedule, make_schedule
-
-try:  # optional modules of kuosan that may not exist in every checkout
-    from kuosan.samplers.optimise import optimise_grid
-except ImportError:  # pragma: no cover - depends on the checkout
-    optimise_grid = None
-try:
-    from kuosan.samplers.bespoke import bespoke, optimise_solver
-except ImportError:  # pragma: no cover
-    optimise_solver = None
-try:
-    from kuosan.samplers.ode import ode
-except ImportError:  # pragma: no cover
-    ode = None
+from kuosan.paths import DiscreteVP, discrete_vp
+from kuosan.sampling import ddim, dpm_solver_2s, dpmpp, euler, heun, karras_grid, logsnr_grid, ode, uniform_grid, unipc
+from kuosan.sampling.tuning import bespoke, optimise_grid, optimise_solver
 
 T = 1000
 ONE = lambda n: n
@@ -149,10 +133,10 @@ QUICK_KUOSAN = ("ddim", "heun", "dpmpp2", "dpmpp3", "unipc2", "unipc3")
 GRIDS = ("uniform", "logsnr", "karras")
 
 
-def fixed_grid(sched: Schedule, grid: str, steps: int) -> Tensor:
+def fixed_grid(path: DiscreteVP, grid: str, steps: int) -> Tensor:
     if grid == "uniform":
-        return uniform_grid(sched.T, steps, "trailing")
-    return logsnr_grid(sched, steps) if grid == "logsnr" else karras_grid(sched, steps)
+        return uniform_grid(path, steps, "trailing")
+    return logsnr_grid(path, steps) if grid == "logsnr" else karras_grid(path, steps)
 
 
 def rmse(x: Tensor, ref: Tensor) -> float:
@@ -166,8 +150,8 @@ def cell(x: Tensor, ref: Tensor, nfe: int) -> tuple[float, int, Tensor]:
 
 
 def run_kuosan(fn: Callable[..., Tensor], D: ExactDenoiser, x: Tensor, ts: Tensor) -> tuple[Tensor, int]:
-    """Sampler output and its NFE, counted by CountingDenoiser."""
-    C = CountingDenoiser(D)
+    """Sampler output and its NFE, counted by the Counting wrapper."""
+    C = Counting(D)
     return fn(C, x.clone(), ts), C.nfe
 
 
@@ -273,19 +257,18 @@ Rows = dict[str, dict[int, tuple[float, int, Tensor]]]  # 'lib:sampler/grid' -> 
 def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None]) -> Rows:
     """rows 'lib:sampler/grid' -> {NFE budget: (RMSE, NFE used)} for one mixture."""
     mix = MIXTURES[name][0]()
-    sched = make_schedule("linear", T)
-    D = ExactDenoiser(mix, sched)
+    path = discrete_vp("linear", T)  # Ho et al.'s linear β; pf_ode_solve starts at its σ̃(T)
+    D = ExactDenoiser(mix, path)
     x_T = torch.randn(args.n, mix.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     x_cal = torch.randn(args.n_cal, mix.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     t0 = time.time()
-    ref = pf_ode_solve(mix, x_T, sched.sigma_max())
-    need_cal = (args.opt and optimise_grid is not None) or (args.ode and ode is not None)
-    ref_cal = pf_ode_solve(mix, x_cal, sched.sigma_max()) if need_cal else None
+    ref = pf_ode_solve(mix, x_T, path.sigma_max())
+    ref_cal = pf_ode_solve(mix, x_cal, path.sigma_max()) if args.opt or args.ode else None
     log(f"[{name}] dim {mix.dim}, {len(mix.weights)} modes, references in {time.time() - t0:.1f}s")
     rows: Rows = {}
     for sname in args.samplers:
         fn, to_steps = KUOSAN[sname]
-        opt = args.opt and optimise_grid is not None and sname in args.opt_samplers
+        opt = args.opt and sname in args.opt_samplers
         grids = list(GRIDS) + (["optimised"] if opt else [])
         for grid in grids:
             row = rows.setdefault(f"kuosan:{sname}/{grid}", {})
@@ -295,19 +278,19 @@ def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None
                     if budget > args.opt_max_nfe or steps < 2:
                         continue
                     ts = optimise_grid(D, steps, x_cal, sampler=fn, reference=ref_cal,
-                                       max_evals=min(args.opt_evals, 150 * (steps - 1)))
+                                       max_evals=min(args.opt_evals, 150 * (steps - 1)), progress=args.progress)
                 else:
-                    ts = fixed_grid(sched, grid, steps)
+                    ts = fixed_grid(path, grid, steps)
                 out, nfe = run_kuosan(fn, D, x_T, ts)
                 if nfe > budget:
                     raise RuntimeError(f"kuosan {sname}/{grid}: {nfe} NFE exceed the budget {budget}")
                 row[budget] = cell(out, ref, nfe)
-    if args.bespoke and optimise_solver is not None:
+    if args.bespoke:
         # Own calibration draws (seed 2, never the evaluation batch) with their exact endpoints; the early-stopping
         # slice is part of this calibration batch too.
         x_bc = torch.randn(args.bespoke_n_cal, mix.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
         tb = time.time()
-        ref_bc = pf_ode_solve(mix, x_bc, sched.sigma_max())
+        ref_bc = pf_ode_solve(mix, x_bc, path.sigma_max())
         log(f"[{name}] bespoke calibration references ({args.bespoke_n_cal} points) in {time.time() - tb:.1f}s")
         row = rows.setdefault("kuosan:bespoke/optimised", {})
         for budget in args.nfe:
@@ -315,12 +298,12 @@ def bench_mixture(name: str, args: argparse.Namespace, log: Callable[[str], None
                 continue
             # fitted in float32 by default (half the time, same error on the dev mixtures); evaluated in float64
             P = optimise_solver(D, budget, x_bc.to(args.bespoke_dtype), reference=ref_bc.to(args.bespoke_dtype),
-                                iters=args.bespoke_iters)
+                                iters=args.bespoke_iters, progress=args.progress)
             log(f"[{name}] bespoke {budget} NFE optimised in {P.info['seconds']:.1f}s "
                 f"(validation RMSE {P.info['start_val_rmse']:.3e} -> {P.info['val_rmse']:.3e})")
             out, nfe = run_kuosan(partial(bespoke, coeffs=P.coeffs()), D, x_T, P.ts)
             row[budget] = cell(out, ref, nfe)
-    if args.ode and ode is not None:
+    if args.ode:
         row, cands = rows.setdefault("kuosan:ode/adaptive", {}), ode_candidates(D, x_cal, ref_cal)
         for budget in args.nfe:
             fits = [c for c in cands if c["nfe"] <= budget]
@@ -410,6 +393,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--bespoke-fp64", action="store_true", help="fit the bespoke solver in float64 (slower)")
     p.add_argument("--no-ode", dest="ode", action="store_false", help="skip the adaptive ODE sampler")
     p.add_argument("--no-diffusers", dest="diffusers", action="store_false", help="skip diffusers even if installed")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars (on stderr) for the grid and bespoke fits")
     a = p.parse_args(argv)
     a.n = a.n or (64 if a.quick else 4096)
     a.nfe = [int(v) for v in (a.nfe or ("5,10" if a.quick else "5,10,20,50")).split(",")]

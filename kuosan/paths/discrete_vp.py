@@ -29,13 +29,14 @@ BETA_KINDS: tuple[str, ...] = get_args(BetaKind)
 def interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
     """np.interp for torch: piecewise-linear f(x) through (xp, fp); xp increasing, x clamped to its range.
 
-    An end value of -∞ in fp is kept exactly at its own knot (no 0·∞ = nan)."""
+    An end value of -∞ in fp is kept exactly at its own knot (no 0·∞ = nan); elsewhere gradients flow as usual."""
     x = x.clamp(xp[0], xp[-1])
     i = torch.searchsorted(xp, x.contiguous(), right=True).clamp(1, len(xp) - 1)
     x0, x1, f0, f1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
     w = (x - x0) / (x1 - x0)
     out = f0 + w * (f1 - f0)
-    return torch.where(w <= 0, f0, torch.where(w >= 1, f1, out))
+    # only the 0·∞ of a -∞ knot is replaced (a where() on w itself would cut gradients at the knots)
+    return torch.where(torch.isnan(out), torch.where(w <= 0, f0, f1), out)
 
 
 @dataclass(frozen=True, eq=False)

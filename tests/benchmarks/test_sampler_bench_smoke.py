@@ -17,15 +17,12 @@ import pytest
 import torch
 
 from kuosan.exact import ExactDenoiser, pf_ode_solve, ring
-from kuosan.samplers.ddpm import ddim
-from kuosan.samplers.dpm_solver import dpmpp
-from kuosan.samplers.edm import heun
-from kuosan.samplers.grids import karras_grid, uniform_grid
-from kuosan.schedules import make_schedule
+from kuosan.paths import discrete_vp
+from kuosan.sampling import ddim, dpmpp, heun, karras_grid, uniform_grid
 
 
 def _load():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "sampler_rmse.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sampler_rmse.py"
     spec = importlib.util.spec_from_file_location("sampler_rmse", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules["sampler_rmse"] = mod
@@ -38,15 +35,13 @@ HAS_DIFFUSERS = bench.diffusers_available()
 needs_diffusers = pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers not installed")
 # diffusers' own numpy-2 deprecation noise (np.array on a tensor), not ours
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
-SCHED = make_schedule("linear", 1000)
-
-
+PATH = discrete_vp("linear", 1000)
 
 @pytest.fixture(scope="module")
 def ring_setup():
     mix = ring()
     x_T = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    return mix, ExactDenoiser(mix, SCHED), x_T, pf_ode_solve(mix, x_T, SCHED.sigma_max())
+    return mix, ExactDenoiser(mix, PATH), x_T, pf_ode_solve(mix, x_T, PATH.sigma_max())
 
 
 def test_quick_run_prints_tables_and_summaries(capsys):
@@ -93,25 +88,25 @@ def test_diffusers_ddim_many_steps_reaches_the_exact_endpoint(ring_setup):
     # first-order error plus the final denoise from t = 1 (σ̃ ≈ 0.01): ~1.8e-3 on this ring
     assert bench.rmse(out, ref) < 2.5e-3
     # and it is kuosan's DDIM on the trailing grid, to diffusers' float32 precision
-    assert bench.rmse(out, ddim(D, x_T.clone(), uniform_grid(1000, 1000, "trailing"))) < 1e-5
+    assert bench.rmse(out, ddim(D, x_T.clone(), uniform_grid(PATH, 1000, "trailing"))) < 1e-5
 
 
 @needs_diffusers
 def test_diffusers_adapter_matches_kuosan_on_matching_grids(ring_setup):
     mix, D, x_T, ref = ring_setup
     out, nfe = bench.run_diffusers("dpm2M", mix, x_T, 50)
-    k = dpmpp(D, x_T.clone(), uniform_grid(1000, 50, "trailing"), order=2)
+    k = dpmpp(D, x_T.clone(), uniform_grid(PATH, 50, "trailing"), order=2)
     assert nfe == 50 and bench.rmse(out, k) < 1e-5 < bench.rmse(k, ref)
     # VE-form scheduler (sample = x/α, scale_model_input): Heun with Karras σ̃ = kuosan heun on karras_grid
     out, nfe = bench.run_diffusers("heun_karras", mix, x_T, 13)
-    k = heun(D, x_T.clone(), karras_grid(SCHED, 13))
+    k = heun(D, x_T.clone(), karras_grid(PATH, 13))
     assert nfe == 25 and bench.rmse(out, k) < 1e-5 < bench.rmse(k, ref)
 
 
 def test_eps_adapter_inverts_the_exact_denoiser(ring_setup):
     mix, D, x_T, _ = ring_setup
     t = torch.full((64,), 300.0, dtype=torch.float64)
-    a, s = float(SCHED.alpha(t[0])), float(SCHED.sigma(t[0]))
+    a, s = float(PATH.alpha(t[0])), float(PATH.sigma(t[0]))
     x = a * mix.sample(64, torch.Generator().manual_seed(3)) + s * x_T
     eps = bench.eps_from_exact(mix, x, a, s)
     torch.testing.assert_close((x - s * eps) / a, D(x, t), rtol=0, atol=1e-12)
@@ -136,3 +131,15 @@ def test_bad_arguments_are_refused():
         bench.parse(["--opt-samplers", "dpmpp9"])
     with pytest.raises(ValueError, match="bespoke-nfe"):
         bench.parse(["--bespoke-nfe", "2,10"])
+
+
+def test_fitted_rows_run_at_tiny_settings():
+    """The optimised-grid and bespoke rows (off in --quick) run through kuosan.sampling.tuning within budget."""
+    args = bench.parse(["--mixtures", "ring", "--n", "64", "--n-cal", "32", "--nfe", "5", "--opt-samplers", "dpmpp2",
+                        "--opt-evals", "20", "--bespoke-n-cal", "64", "--bespoke-nfe", "5", "--bespoke-iters", "3",
+                        "--no-ode", "--no-diffusers", "--no-progress"])
+    rows = bench.bench_mixture("ring", args, log=lambda s: None)
+    for key in ("kuosan:dpmpp2/optimised", "kuosan:bespoke/optimised"):
+        err, nfe, _ = rows[key][5]
+        assert math.isfinite(err) and nfe == 5, (key, err, nfe)
+    assert "kuosan:ddim/optimised" not in rows  # only the --opt-samplers get a grid
