@@ -32,7 +32,8 @@ def alpha_of_lam(lam: Tensor) -> Tensor:
 
 
 def rhs(D: Denoiser, y: Tensor, u: float | Tensor, cond: dict[str, Any] | None = None) -> tuple[Tensor, Tensor]:
-    """(dy/du, x̂_0) at VE state y (B, *D) and u = log σ̃; D is queried at the path time t(λ = -2u)."""
+    """(dy/du, x̂_0) at VE state y (B, *D) and u = log σ̃ (a scalar, or per row shaped (B, 1, ..., 1) for solvers
+    with one step size per sample); D is queried at the path time t(λ = -2u)."""
     path = D.path
     lam = -2.0 * f64(u)
     t = path.t_of_log_snr(lam)

@@ -48,6 +48,7 @@ class DiscreteVP:
     zero_terminal_snr: bool = False
     kind: str = field(default="discrete_vp", init=False)
     _log_ab: Tensor = field(init=False, repr=False)  # (T+1,) log ᾱ_t, t = 0..T
+    _steps: Tensor = field(init=False, repr=False)  # (T+1,) 0..T as float64 (the interpolation knots)
 
     def __post_init__(self) -> None:
         b = torch.as_tensor(self.betas, dtype=torch.float64).flatten().cpu()
@@ -61,6 +62,7 @@ class DiscreteVP:
         log_ab = torch.cat([b.new_zeros(1), torch.cumsum(torch.log1p(-b), 0)])  # ᾱ_t = Π_{s<=t} (1-β_s)
         object.__setattr__(self, "betas", b)
         object.__setattr__(self, "_log_ab", log_ab)
+        object.__setattr__(self, "_steps", torch.arange(b.numel() + 1, dtype=torch.float64))
 
     # --- the Path protocol -----------------------------------------------------------------------------
     @property
@@ -78,8 +80,7 @@ class DiscreteVP:
     def log_alpha_bar(self, t: TimeLike) -> Tensor:
         """log ᾱ(t), linear in t between integer steps (float64)."""
         t = f64(t)
-        steps = torch.arange(self.T + 1, dtype=torch.float64, device=t.device)
-        return interp(t, steps, self._log_ab.to(t.device))
+        return interp(t, self._steps.to(t.device), self._log_ab.to(t.device))
 
     def alpha_bar(self, t: TimeLike) -> Tensor:
         return self.log_alpha_bar(t).exp()
