@@ -68,7 +68,7 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
     if reference is None:
         from ..dpm_solver import dpmpp
 
-        reference = dpmpp(D, x_cal, logsnr_grid(path, ref_steps, t_min=t_min), order=3, cond=cond)
+        reference = dpmpp(D, x_cal, logsnr_grid(path, ref_steps, t_min=t_min), order=3, cond=cond, progress=progress)
     if reference.shape != x_cal.shape:
         raise ValueError(f"reference shape {tuple(reference.shape)} differs from the calibration batch "
                          f"{tuple(x_cal.shape)}")

@@ -130,7 +130,8 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Sampler = 
     fn = resolve_sampler(sampler, sampler_opts)
     cond = cond or {}
     if reference is None:
-        reference = fn(D, x_cal, logsnr_grid(path, ref_steps, t_min=t_min), cond=cond, **sampler_opts)
+        reference = fn(D, x_cal, logsnr_grid(path, ref_steps, t_min=t_min), cond=cond, progress=progress,
+                       **sampler_opts)
     if reference.shape != x_cal.shape:
         raise ValueError(f"reference shape {tuple(reference.shape)} differs from the calibration batch "
                          f"{tuple(x_cal.shape)}")
