@@ -92,6 +92,8 @@ def _speed_args(words: list[str], scratch: Path) -> list[str]:
         return ["--n", "4", "--quiet"]
     if verb == "nll":
         return ["--n", "2", "--quiet", *(["--analytic-n", "8"] if "analytic" in words else [])]
+    if verb == "eval":
+        return ["--n", "200", "--quiet", "--feature-cache", str(scratch / "features")]
     return []
 
 
@@ -132,7 +134,7 @@ def test_readme_inline_fragment_parses(fragment):
     if words[0] == "--set":
         words = ["kuosan", "train", *words]
     verb = words[1]
-    if verb in ("sample", "nll") and (len(words) < 3 or words[2].startswith("-")):
+    if verb in ("sample", "nll", "eval") and (len(words) < 3 or words[2].startswith("-")):
         words.insert(2, "RUN")  # prose may leave the run out
     args = build_parser(verb).parse_args(words[1:])  # unknown flags and bad values raise
     if verb == "train":
