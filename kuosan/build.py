@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from .checkpoint import load_checkpoint, load_weights
+from .checkpoint import Checkpoint, CheckpointError, check_data_meta, check_finite, check_tensors, load_checkpoint
 from .config import Config, from_dict, path_kwargs
 from .denoiser import NetDenoiser
 from .nets import MLP, MLPConfig, UNet, UNetConfig
@@ -96,20 +96,50 @@ def make_denoiser(net: nn.Module, cfg: Config, path: Path | None = None) -> NetD
                        learns_variance=cfg.objective.learn_variance)
 
 
+def build_net_for(cfg: Config, meta: dict[str, Any], weights: dict[str, Tensor], what: str) -> nn.Module:
+    """The network of cfg and meta, after checking ``weights`` fit it (keys, shapes, floating dtypes) on a copy
+    built on the meta device: a config describing a huge network allocates nothing before it is refused."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        probe = build_net(cfg, meta)
+    check_tensors(weights, probe.state_dict(), what)
+    return build_net(cfg, meta)
+
+
+def check_recorded_path(ckpt: Checkpoint, path: Path) -> None:
+    """The path a checkpoint's config describes is the one it was trained on (state.json records the path's
+    fingerprint): an edited config.json (another schedule, T, kind) is refused, never sampled with."""
+    recorded = ckpt.state.get("path")
+    if recorded is not None and recorded != path.fingerprint():
+        raise CheckpointError(f"checkpoint {str(ckpt.path)!r} was trained on another path than its config.json "
+                              f"describes (now {path.kind} with fingerprint {path.fingerprint()}, trained with "
+                              f"{recorded}); was config.json edited?")
+
+
 def load_denoiser(run_or_ckpt: str | FilePath, *, use_ema: bool = True, device: str | torch.device = "cpu"
                   ) -> tuple[NetDenoiser, dict[str, Any], Config]:
     """Rebuild the trained denoiser of a run or checkpoint folder (EMA weights by default), in eval mode.
 
-    Returns (D, data meta, config); old-format checkpoints load through the migrated config."""
+    Returns (D, data meta, config); old-format checkpoints load through the migrated config. Everything is checked
+    first (see kuosan.checkpoint): the config against the path the run trained on, the data description, the
+    weights against the network (keys, shapes, floating dtypes) before it is allocated, and the weights finite."""
     ckpt = load_checkpoint(run_or_ckpt, with_optim=False)
-    cfg = from_dict(ckpt.config, where=f"checkpoint {ckpt.path}").validate()
+    where = f"checkpoint {str(ckpt.path)!r}"
+    cfg = from_dict(ckpt.config, where=where).validate()
     meta = ckpt.state.get("data")
-    if not isinstance(meta, dict) or "shape" not in meta:
-        raise ValueError(f"checkpoint {ckpt.path} does not record its data shape")
-    net = build_net(cfg, meta)
+    if meta is None:
+        raise CheckpointError(f"{where} does not record its data shape")
+    check_data_meta(meta, where)
+    path = make_path_from(cfg)
+    check_recorded_path(ckpt, path)
+    ema = use_ema and ckpt.ema is not None  # a checkpoint without EMA (its manifest lists none): the raw weights
+    weights = ckpt.ema if ema else ckpt.model
+    assert weights is not None
+    what = f"the {'EMA ' if ema else ''}weights of {where}"
+    net = build_net_for(cfg, meta, weights, where)
+    if ema:  # the raw weights are not used, but a checkpoint holding int64 or misshapen ones is not whole
+        check_tensors(ckpt.model, net.state_dict(), where)
+    check_finite(weights, what)
     own = net.state_dict()
-    weights = ckpt.ema if (use_ema and ckpt.ema is not None) else ckpt.model
-    load_weights(net, {k: v.to(own[k].dtype) if k in own else v for k, v in weights.items()},
-                 f"checkpoint {ckpt.path}")
+    net.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
     net.to(device).eval()
-    return make_denoiser(net, cfg), meta, cfg
+    return make_denoiser(net, cfg, path), meta, cfg

@@ -9,9 +9,12 @@ KUOSAN_DEBUG=1 to see its traceback.
 from __future__ import annotations
 
 import os
+import signal
+import threading
 import sys
 from typing import Sequence
 
+from ..train.signals import raise_on_stop_signals  # imports no torch
 from .common import Parser, UsageError
 
 __all__ = ["main", "UsageError"]
@@ -84,11 +87,14 @@ def _one_line(e: BaseException) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit code (0 ok, 2 bad input, 130 interrupted, 1 a bug)."""
     debug = os.environ.get("KUOSAN_DEBUG", "") not in ("", "0")
+    main_thread = threading.current_thread() is threading.main_thread()
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)} if main_thread else {}
+    raise_on_stop_signals()  # SIGTERM/SIGUSR1 before training installs its own handlers: one line, not a silent death
     try:
         return _run(argv)
     except KeyboardInterrupt as e:  # training says where it saved its checkpoint
         print(f"kuosan: {_one_line(e) if str(e) else 'interrupted'}", file=sys.stderr)
-        return 130
+        return int(getattr(e, "exit_code", 130))  # 130 SIGINT, 143 SIGTERM, 138 SIGUSR1 (128 + signal number)
     except BrokenPipeError:  # `kuosan train --list-keys | head`
         sys.stderr.close()
         return 0
@@ -103,3 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kuosan: error: internal error ({type(e).__name__}: {_one_line(e)}); "
               "rerun with KUOSAN_DEBUG=1 for the traceback", file=sys.stderr)
         return 1
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

@@ -2,6 +2,9 @@
 
 Per-key types and modes are checked when a value is read (kuosan.config.values); here: ranges, the keys each path
 kind takes, and whether path, parameterisation and objective fit together (built once, as training would).
+Numbers that cannot work are refused here, before anything runs: an AdamW lr above 1 moves every weight by about
+lr per step (and 1e39 overflows float32), lr·weight_decay >= 1 flips the weights' sign each step, counts that
+would overflow the per-step seeds or allocate without bound (path.T, the network's depth) are capped.
 """
 
 from __future__ import annotations
@@ -34,6 +37,15 @@ def _nonneg_int(key: str, v: Any) -> None:
     _need(isinstance(v, int) and not isinstance(v, bool) and v >= 0, f"{key} must be a non-negative integer, got {v!r}")
 
 
+def _at_most(key: str, v: Any, hi: float, why: str = "") -> None:
+    _need(v <= hi, f"{key} must be at most {hi if isinstance(hi, int) else format(hi, 'g')}{why}, got {v!r}")
+
+
+MAX_SEED = 2**32 - 1  # seed·1_000_003 + step stays far inside the 64-bit seeds of torch generators
+MAX_STEPS = 2**40
+MAX_LR = 1.0
+
+
 def _finite(key: str, v: float) -> None:
     _need(isinstance(v, (int, float)) and math.isfinite(v), f"{key} must be a finite number, got {v!r}")
 
@@ -47,6 +59,7 @@ def _check_path(p: PathConfig) -> None:
                               f"{' and '.join(users)})")
     if p.kind == "discrete_vp":
         _pos_int("path.T", p.T)
+        _at_most("path.T", p.T, 100_000, " (the β table and the importance sampler's history are O(T))")
         if p.schedule not in ("linear", "scaled_linear"):
             for k in ("beta_start", "beta_end"):
                 _need(getattr(p, k) is None, f"path.{k} applies to the linear and scaled_linear schedules, "
@@ -60,6 +73,8 @@ def _check_path(p: PathConfig) -> None:
         v = getattr(p, k)
         if v is not None:
             _finite(f"path.{k}", v)
+    for k, hi in (("sigma_max", 1e6), ("beta_min", 1e4), ("beta_max", 1e4)):  # beyond, x_t or α(t) overflow
+        _at_most(f"path.{k}", getattr(p, k), hi)
     from ..paths import make_path
 
     try:
@@ -72,17 +87,24 @@ def check(cfg: "Config") -> None:
     """Raise ConfigError naming the first bad value of cfg."""
     d, o, n, ob, lg, r = cfg.data, cfg.optim, cfg.net, cfg.objective, cfg.log, cfg.run
     _need(d.n is None or d.n > 0, f"data.n must be a positive integer, got {d.n}")
+    _need(math.isfinite(d.val_fraction) and math.isfinite(d.p_uncond), "data.val_fraction and data.p_uncond must be "
+                                                                       "finite numbers")
     _need(0 <= d.val_fraction < 1, f"data.val_fraction must be in [0, 1), got {d.val_fraction}")
     _need(0 <= d.p_uncond < 1, f"data.p_uncond must be in [0, 1), got {d.p_uncond}")
     _need(bool(d.name), "data.name must name a data set")
     _check_path(cfg.path)
     for k in ("channels", "num_res_blocks", "mlp_hidden", "mlp_depth"):
         _pos_int(f"net.{k}", getattr(n, k))
+    for k, hi in (("channels", 2**16), ("mlp_hidden", 2**20), ("num_res_blocks", 64), ("mlp_depth", 1024)):
+        _at_most(f"net.{k}", getattr(n, k), hi)
+    _need(len(n.channel_mult) <= 8 and all(m <= 64 for m in n.channel_mult),
+          f"net.channel_mult must have at most 8 levels of at most 64, got {list(n.channel_mult)}")
     _need(len(n.channel_mult) > 0 and all(m > 0 for m in n.channel_mult),
           f"net.channel_mult must be positive integers, got {list(n.channel_mult)}")
     _need(all(a > 0 for a in n.attn_resolutions), f"net.attn_resolutions must be positive, got {list(n.attn_resolutions)}")
     _need(0 <= n.dropout < 1, f"net.dropout must be in [0, 1), got {n.dropout}")
-    _need(math.isfinite(ob.sigma_data) and ob.sigma_data > 0, f"objective.sigma_data must be positive, got {ob.sigma_data}")
+    _need(math.isfinite(ob.sigma_data) and 0 < ob.sigma_data <= 1e6,
+          f"objective.sigma_data must be in (0, 1e6], got {ob.sigma_data}")
     _need(math.isfinite(ob.min_snr_gamma) and ob.min_snr_gamma > 0,
           f"objective.min_snr_gamma must be positive, got {ob.min_snr_gamma}")
     _need(math.isfinite(ob.hybrid_lambda) and ob.hybrid_lambda >= 0,
@@ -103,17 +125,27 @@ def check(cfg: "Config") -> None:
           "objective.time_sampling = 'importance' samples t by the L_vlb history, so it needs learn_variance = true")
     for k in ("steps", "batch_size"):
         _pos_int(f"optim.{k}", getattr(o, k))
+    _at_most("optim.steps", o.steps, MAX_STEPS)
+    _at_most("optim.batch_size", o.batch_size, 2**24)
     _nonneg_int("optim.warmup", o.warmup)
-    _need(math.isfinite(o.lr) and o.lr > 0, f"optim.lr must be a positive number, got {o.lr}")
+    _need(math.isfinite(o.lr) and 0 < o.lr <= MAX_LR,
+          f"optim.lr must be a positive number at most {MAX_LR:g} (AdamW moves each weight by about lr per "
+          f"step; 1e-4 to 1e-2 is usual), got {o.lr}")
     _need(math.isfinite(o.min_lr) and 0 <= o.min_lr <= o.lr, f"optim.min_lr must be in [0, lr], got {o.min_lr}")
     _need(math.isfinite(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _need(o.lr * o.weight_decay < 1, f"optim.weight_decay {o.weight_decay} times optim.lr {o.lr} must be below 1 "
+                                     "(AdamW scales the weights by 1 - lr·weight_decay each step)")
     _need(math.isfinite(o.grad_clip) and o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}")
     _need(0 <= o.ema_decay < 1, f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
     for k in ("log_every", "val_every", "ckpt_every", "n_samples", "sample_steps"):
         _pos_int(f"log.{k}", getattr(lg, k))
+    _at_most("log.n_samples", lg.n_samples, 4096)
+    _at_most("log.sample_steps", lg.sample_steps, 10_000)
     _nonneg_int("log.sample_every", lg.sample_every)
     _nonneg_int("run.seed", r.seed)
+    _at_most("run.seed", r.seed, MAX_SEED)
     _nonneg_int("run.threads", r.threads)
+    _at_most("run.threads", r.threads, 1024)
     _check_device(r.device)
     _check_objective(cfg)
 

@@ -1,14 +1,19 @@
 """What a run writes besides checkpoints: log.csv rows, the progress bar, preview samples, the loss plot.
 
-Plotting (matplotlib, kuosan.viz) and the samplers are imported only when a picture is drawn.
+None of it is essential: a line or picture that cannot be written (a full disk, a read-only file) is a one-line
+warning on stderr (once per kind), never the end of a run. Pictures are written under a temporary name and
+renamed, so a half-written PNG never replaces a good one. Plotting (matplotlib, kuosan.viz) and the samplers are
+imported only when a picture is drawn.
 """
 
 from __future__ import annotations
 
 import csv
+import os
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -25,9 +30,9 @@ class RunLog:
         self.acc, self.n, self.gn = 0.0, 0, 0.0
         self.t0 = self.last_t = time.time()
         self.last_step = start
+        self.warned: set[str] = set()
         if enabled and (start == 0 or not self.path.exists()):
-            with open(self.path, "w", newline="") as f:
-                csv.writer(f).writerow(FIELDS)
+            self.attempt("log.csv", lambda: self._write("w", FIELDS))
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=end, initial=start, disable=not (progress and enabled), desc="training",
@@ -43,7 +48,27 @@ class RunLog:
     def note(self, msg: str) -> None:
         from tqdm.auto import tqdm
 
-        tqdm.write(msg)
+        try:
+            tqdm.write(msg, file=sys.stderr)
+        except OSError:  # stderr gone (a closed terminal): a note is not worth stopping for
+            pass
+
+    def attempt(self, what: str, fn: Callable[[], Any]) -> bool:
+        """Run fn (a write of ``what``); a failure is a warning (the first of each kind), never the end of a run."""
+        try:
+            fn()
+            return True
+        except Exception as e:  # noqa: BLE001 - whatever breaks a log line or a picture, training goes on
+            if what not in self.warned:
+                self.warned.add(what)
+                msg = f"{e.strerror}: {e.filename}" if isinstance(e, OSError) and e.strerror else \
+                    " ".join(f"{type(e).__name__}: {e}".split())[:200]
+                self.note(f"kuosan: warning: could not write {what} ({msg}); training goes on")
+            return False
+
+    def _write(self, mode: str, row: list[Any]) -> None:
+        with open(self.path, mode, newline="") as f:
+            csv.writer(f).writerow(row)
 
     def row(self, done: int, lr: float, val: float | None) -> None:
         """Write the row of step ``done`` (averages since the last row)."""
@@ -52,9 +77,9 @@ class RunLog:
         now = time.time()
         n = max(self.n, 1)
         rate = (done - self.last_step) * self.batch_size / max(now - self.last_t, 1e-9)
-        with open(self.path, "a", newline="") as f:
-            csv.writer(f).writerow([done, f"{self.acc / n:.6g}", f"{lr:.6g}", f"{self.gn / n:.4g}",
-                                    "" if val is None else f"{val:.6g}", f"{rate:.1f}", f"{now - self.t0:.2f}"])
+        self.attempt("log.csv", lambda: self._write("a", [
+            done, f"{self.acc / n:.6g}", f"{lr:.6g}", f"{self.gn / n:.4g}", "" if val is None else f"{val:.6g}",
+            f"{rate:.1f}", f"{now - self.t0:.2f}"]))
         self.bar.set_postfix(loss=f"{self.acc / n:.4f}", img_s=f"{rate:.0f}")
         self.acc, self.n, self.gn, self.last_t, self.last_step = 0.0, 0, 0.0, now, done
 
@@ -64,7 +89,18 @@ class RunLog:
     def plot(self, out: Path) -> None:
         from ..viz import plot_loss
 
-        plot_loss(self.path, out)
+        self.attempt(out.name, lambda: write_picture(out, lambda tmp: plot_loss(self.path, tmp)))
+
+
+def write_picture(out: Path, draw: Callable[[Path], None]) -> None:
+    """draw(tmp) to a temporary .png beside ``out``, then rename it over ``out`` (no temp file is left)."""
+    tmp = out.parent / f".tmp-{os.getpid()}-{out.name}"
+    try:
+        draw(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
 
 
 @torch.no_grad()
@@ -83,7 +119,7 @@ def save_preview(x: Tensor, run_dir: Path, step: int | None, reference: Tensor |
     """samples.png (the latest preview; 2-D data drawn over the data) and, per step, samples/step_N.png."""
     from ..viz import save_samples
 
-    save_samples(x, run_dir / "samples.png", reference=reference)
+    write_picture(run_dir / "samples.png", lambda tmp: save_samples(x, tmp, reference=reference))
     if step is not None:
         (run_dir / "samples").mkdir(exist_ok=True)
-        save_samples(x, run_dir / "samples" / f"step_{step:07d}.png")
+        write_picture(run_dir / "samples" / f"step_{step:07d}.png", lambda tmp: save_samples(x, tmp))

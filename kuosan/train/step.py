@@ -70,11 +70,14 @@ class StepResult:
     ok: bool  # False: non-finite loss or gradient, the update was skipped
     loss: float  # the global batch's mean loss
     grad_norm: float
+    stop: bool = False  # some process was asked to stop (a signal): all stop after this step
 
 
 def train_step(cfg: Config, net: nn.Module, net_fn: Callable[..., Tensor], obj: Any, batch: Batch,
-               opt: torch.optim.Optimizer, step: int, world: int, use_bf16: bool) -> StepResult:
-    """Loss, backward, clip (before the step), AdamW with lr_at(step); the importance sampler sees L_vlb."""
+               opt: torch.optim.Optimizer, step: int, world: int, use_bf16: bool, stop: bool = False) -> StepResult:
+    """Loss, backward, clip (before the step), AdamW with lr_at(step); the importance sampler sees L_vlb.
+    Under DDP the loss all-reduce also carries ``stop`` (this process received a stop signal), so every process
+    learns that one did in the same step."""
     net.train()
     dev = batch.x0.device
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -92,8 +95,9 @@ def train_step(cfg: Config, net: nn.Module, net_fn: Callable[..., Tensor], obj: 
     loss = per_sample.mean()
     loss_val = loss.detach().clone()
     if world > 1:
-        dist.all_reduce(loss_val)
-        loss_val /= world
+        both = torch.stack([loss_val.double(), torch.tensor(float(stop), dtype=torch.float64, device=dev)])
+        dist.all_reduce(both)
+        loss_val, stop = both[0] / world, bool(both[1] > 0)
     ok = bool(torch.isfinite(loss_val))
     gnorm = torch.tensor(float("nan"))
     if ok:
@@ -103,9 +107,9 @@ def train_step(cfg: Config, net: nn.Module, net_fn: Callable[..., Tensor], obj: 
         ok = bool(torch.isfinite(gnorm))
     if not ok:
         opt.zero_grad(set_to_none=True)
-        return StepResult(False, loss_val.item(), float(gnorm))
+        return StepResult(False, loss_val.item(), float(gnorm), stop)
     for group in opt.param_groups:
         group["lr"] = lr_at(cfg, step)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return StepResult(True, loss_val.item(), float(gnorm))
+    return StepResult(True, loss_val.item(), float(gnorm), stop)

@@ -195,3 +195,30 @@ def test_python_dash_m_entry_point():
     r = subprocess.run([sys.executable, "-m", "kuosan.cli", "train", "--steps", "0"], capture_output=True, text=True,
                        env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
     assert r.returncode == 2 and r.stderr.strip() == "kuosan: error: optim.steps must be a positive integer, got 0"
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_143(tmp_path):
+    """SIGTERM (SLURM, Kubernetes, `timeout`) during `kuosan train`: one line naming the checkpoint, exit 143,
+    and the run resumes from it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([sys.executable, "-m", "kuosan.cli", "train", "--data", "moons", "--steps", "100000",
+                          "--out", str(run), "--quiet", "--set", "log.ckpt_every=50", "--set", "net.mlp_hidden=32"],
+                         stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while not (run / "checkpoints").is_dir() and time.time() < deadline:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 143, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "checkpoint" in lines[0], err
+    step = int((run / "checkpoints" / "latest").read_text().strip().split("_")[1])
+    assert step > 0

@@ -3,6 +3,7 @@ class conditioning and learned variance train, non-finite losses are caught, mis
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -140,6 +141,12 @@ def test_checkpoint_of_another_model_is_refused(tmp_path):
     cfg = json.loads((ck.path / "config.json").read_text())
     cfg["net"]["channels"] = 16
     (ck.path / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointError, match="is damaged: config.json has"):  # the manifest's size and SHA-256
+        load_denoiser(run)
+    state = json.loads((ck.path / "state.json").read_text())
+    data = (ck.path / "config.json").read_bytes()
+    state["manifest"]["config.json"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (ck.path / "state.json").write_text(json.dumps(state))  # a consistent forgery: the model check refuses it
     with pytest.raises(CheckpointError, match="different model"):
         load_denoiser(run)
     with pytest.raises(CheckpointError, match="does not exist"):
