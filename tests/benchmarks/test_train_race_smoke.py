@@ -1,0 +1,83 @@
+"""Smoke test: benchmarks/train_race.py runs end to end at its smallest configuration (a 2-second budget a side, 100
+samples, 2- and 3-step sampling) and reports a full, sane race."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+pytest.importorskip("diffusers")
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load() -> ModuleType:
+    """benchmarks/ is no package: import the script from its path."""
+    spec = importlib.util.spec_from_file_location("bench_train_race", BENCH / "train_race.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+@pytest.mark.slow
+def test_train_race_smallest(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    budget = 2.0
+    res = _load().main(["--data", "digits", "--budget", str(budget), "--rounds", "2", "--calibrate", "0.4",
+                        "--n", "100", "--n-long", "64", "--steps", "2,3", "--threads", "1", "--feature-steps", "30",
+                        "--feature-cache", str(tmp_path / "features"), "--out", str(tmp_path / "race")])
+    out = capsys.readouterr().out
+    k, d = res["params"]["kuosan"], res["params"]["diffusers"]
+    assert abs(d / k - 1) < 0.05 and f"{k:,}" in out and f"{d:,}" in out
+    for side, t in res["training"].items():  # each side trained, and stopped near its budget or at its plan
+        assert 1 <= t["steps"] <= t["planned_steps"], side
+        assert 0 < t["seconds"] < budget + 10.0, side  # a round overshoots by at most a few (slow) steps
+        assert t["steps"] == t["planned_steps"] or t["seconds"] + 0.5 / t["rate"] >= budget - 1e-6, side
+    assert res["training"]["kuosan"]["val_s"] > 0  # the end-of-call validation loss, timed and not counted
+    # kuosan: both samplers at 2 steps, the first at 3; diffusers: DDIM at 2, its DDPM pipeline at the longest
+    got = {(r["model"], r["sampler"], r["steps"], r["n"]) for r in res["rows"]}
+    assert got == {("kuosan", "unipc", 2, 100), ("kuosan", "ddim", 2, 100), ("diffusers", "ddim", 2, 100),
+                   ("kuosan", "unipc", 3, 64), ("diffusers", "ddpm", 3, 64)}
+    for r in res["rows"] + [res["baseline"]]:
+        assert all(math.isfinite(r[key]) and r[key + "_se"] > 0 for key in ("fd", "kid", "fd_long"))
+        assert r["fd"] > 0 and r["n_long"] == min(64, r["n"])
+    # a few training steps are far from the data: every model's FD is well above real-vs-real
+    assert all(r["fd_long"] > res["baseline"]["fd_long"] for r in res["rows"])
+    goals = res["goals"]
+    assert [g["goal"] for g in goals] == ["kuosan FD@2 <= diffusers FD@3", "kuosan FD@3 <= 0.7 x diffusers FD@3"]
+    assert all(isinstance(g["met"], bool) for g in goals)
+    verdicts = [line for line in out.splitlines() if line.startswith("goal: ")]
+    assert len(verdicts) == 2 and all(": MET (" in line or ": NOT MET (" in line for line in verdicts)
+    assert "held-out" in out and "KID" in out
+    saved = json.loads((tmp_path / "race" / "results.json").read_text())
+    assert saved["params"] == res["params"] and len(saved["rows"]) == 5
+    assert len(list((tmp_path / "race" / "samples").glob("*.png"))) == 5
+    # kuosan's run folder keeps one checkpoint: the last round's
+    assert len(list((tmp_path / "race" / "kuosan" / "checkpoints").glob("step_*"))) == 1
+
+
+def test_train_race_refuses_bad_input() -> None:
+    mod = _load()
+    with pytest.raises(ValueError, match="ascending"):
+        mod.parse(["--steps", "50,10"])
+    with pytest.raises(ValueError, match="comma-separated integers"):
+        mod.parse(["--steps", "ten"])
+    with pytest.raises(ValueError, match="--n must be a positive"):
+        mod.parse(["--n", "0"])
+
+
+@pytest.mark.parametrize("data", ["digits", "mnist5k"])
+def test_twin_parameter_count(data: str) -> None:
+    """The diffusers UNet2DModel built for each recipe matches kuosan's U-Net within 0.1% (the race needs 5%)."""
+    from kuosan.build import build_net
+
+    mod = _load()
+    cfg = mod.kuosan_config(data, 1, Path("unused"), 1)
+    shape = [1, 8, 8] if data == "digits" else [1, 28, 28]
+    k = mod.n_params(build_net(cfg, {"kind": "image", "shape": shape, "num_classes": 0}))
+    d = mod.n_params(mod.diffusers_unet(cfg, shape))
+    assert abs(d / k - 1) < 1e-3
