@@ -4,8 +4,8 @@ Oversubscribed OpenMP threads spin-wait for each other: on a machine whose cores
 (one thread per core) trains many times slower than one thread (benchmarks/train_threads.py: on 2 cores beside
 one busy process, 2 threads ran at a fraction of 1 thread's speed). So the automatic count is the CPUs this
 process may use (affinity, and a cgroup CPU quota) times the share of the machine's CPUs the load leaves idle,
-rounded, between 1 and torch's default. The load is the larger of the 1-minute load average and the number of
-runnable tasks right now (sampled for ~0.1 s: a competitor that started seconds ago shows at once). An explicit
+rounded, between 1 and torch's default. The load is the number of runnable tasks right now (sampled for ~0.1 s:
+a competitor that started seconds ago shows at once, one that ended does not). An explicit
 OMP_NUM_THREADS is the user's choice and kept.
 
 The count changes the order of floating-point reductions, hence the trained weights (at round-off first, then
@@ -53,7 +53,9 @@ def available_cpus() -> int:
 
 
 def current_load(samples: int = 20, interval: float = 0.005) -> float:
-    """max(1-minute load average, runnable tasks now minus this one), machine-wide."""
+    """Runnable tasks now (minus this one), averaged over ~0.1 s, machine-wide; the 1-minute load average only
+    where /proc/loadavg cannot be read (it lags: a job that ended a minute ago still counts, and took a thread
+    from the next run on an idle machine, 913 against 1233 img/s)."""
     try:
         load = os.getloadavg()[0]
     except (AttributeError, OSError):  # pragma: no cover - no load average
@@ -66,7 +68,7 @@ def current_load(samples: int = 20, interval: float = 0.005) -> float:
         except (OSError, ValueError, IndexError):
             break
         time.sleep(interval)
-    return max(load, sum(now) / len(now)) if now else load
+    return sum(now) / len(now) if now else load
 
 
 def auto_threads() -> int:
