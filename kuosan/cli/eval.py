@@ -27,7 +27,7 @@ SAMPLER_DEFAULTS = {"sampler": "ddim", "steps": 50, "grid": "uniform"}
 def add_parser(sub: Any, help: str = "sample quality of a trained run: FD, KID, PRDC, memorisation, exact metrics"
                ) -> None:
     from ..sampling.grids import SPACINGS
-    from .sample import COMPUTED_OPTIONS, GRIDS, _option_argument, _samplers
+    from .sample import GRIDS, _samplers, add_sampler_options
 
     samplers = _samplers()
     p = sub.add_parser("eval", help=help,
@@ -49,12 +49,7 @@ def add_parser(sub: Any, help: str = "sample quality of a trained run: FD, KID, 
                    help="time grid (default: uniform)")
     g.add_argument("--spacing", default=None, choices=SPACINGS, metavar="{" + "|".join(SPACINGS) + "}",
                    help="spacing of the uniform grid (default: trailing)")
-    o = p.add_argument_group("sampler options (when generating; forwarded only when given)")
-    for name in sorted(set().union(*(s.options for s in samplers.values())) - COMPUTED_OPTIONS):
-        o.add_argument(f"--{name.replace('_', '-')}", dest=f"opt:{name}", default=None,
-                       **_option_argument(name, samplers))
-    o.add_argument("--analytic-n", type=positive_int, default=None, metavar="N",
-                   help="--variance analytic: data examples for the Γ table (default: 256)")
+    add_sampler_options(p, samplers, "sampler options (when generating; forwarded only when given)")
     s = p.add_argument_group("samples")
     s.add_argument("--samples", default=None, metavar="FILE.npz",
                    help="evaluate these samples (array x, as `kuosan sample --out x.npz` writes; optional y: the "

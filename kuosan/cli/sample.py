@@ -99,6 +99,17 @@ def _option_argument(name: str, samplers: dict[str, Any]) -> dict[str, Any]:
     return dict(type=str, metavar="VALUE", help=help)
 
 
+def add_sampler_options(p: Any, samplers: dict[str, Any], title: str) -> None:
+    """One flag per option any registered sampler takes (dest ``opt:NAME``, default None = not given), and
+    --analytic-n; shared by ``sample`` and ``eval``."""
+    o = p.add_argument_group(title)
+    for name in sorted(set().union(*(spec.options for spec in samplers.values())) - COMPUTED_OPTIONS):
+        o.add_argument(f"--{name.replace('_', '-')}", dest=f"opt:{name}", default=None,
+                       **_option_argument(name, samplers))
+    o.add_argument("--analytic-n", type=positive_int, default=None, metavar="N",
+                   help="--variance analytic: data examples for the Γ table (default: 256)")
+
+
 def add_parser(sub: Any, help: str) -> None:
     from ..sampling.grids import SPACINGS
 
@@ -122,14 +133,8 @@ def add_parser(sub: Any, help: str) -> None:
                         "calibration draws (deterministic samplers), saved with the checkpoint and reused")
     g.add_argument("--spacing", default=None, choices=SPACINGS, metavar="{" + "|".join(SPACINGS) + "}",
                    help="spacing of the uniform grid (default: trailing)")
-    o = p.add_argument_group("sampler options (forwarded only when given; a sampler that does not take one "
-                             "refuses it)")
-    every = sorted(set().union(*(spec.options for spec in SAMPLERS.values())) - COMPUTED_OPTIONS)
-    for name in every:
-        o.add_argument(f"--{name.replace('_', '-')}", dest=f"opt:{name}", default=None,
-                       **_option_argument(name, SAMPLERS))
-    o.add_argument("--analytic-n", type=positive_int, default=None, metavar="N",
-                   help="--variance analytic: data examples for the Γ table (default: 256)")
+    add_sampler_options(p, SAMPLERS, "sampler options (forwarded only when given; a sampler that does not take "
+                                      "one refuses it)")
     s = p.add_argument_group("output")
     s.add_argument("--n", type=n_samples, default=64, help=f"number of samples, 1 to {MAX_SAMPLES} (default: 64)")
     s.add_argument("--seed", type=seed_int, default=0, help="seed, >= 0 (default: 0)")
