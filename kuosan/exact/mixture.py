@@ -15,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .broadcast import batch_times
-from .paths import Path
+from ..broadcast import batch_times
+from ..paths import Path
 
 
 @dataclass(eq=False)
@@ -126,8 +126,8 @@ def pf_ode_solve(mixture: GaussianMixture, x: Tensor, ve_sigma_from: float, ve_s
     import numpy as np
     from scipy.integrate import solve_ivp
 
-    from .paths import VE
-    from .pf_ode import rhs as pf_rhs
+    from ..paths import VE
+    from ..pf_ode import rhs as pf_rhs
 
     shape = x.shape
     D = ExactDenoiser(mixture, VE(sigma_max=max(ve_sigma_from, ve_sigma_to, 1.0)))  # VE: α = 1, so x = y
