@@ -27,6 +27,11 @@ VERBS = {  # verb -> one-line help (the verb's module builds its parser; only th
 }
 
 
+def _module(verb: str) -> str:
+    """The module of a verb: "train-classifier" -> "train_classifier"."""
+    return verb.replace("-", "_")
+
+
 def build_parser(verb: str | None = None) -> Parser:
     """The parser; ``verb``'s sub-parser complete (the others as names only, for the top-level help)."""
     import importlib
@@ -36,7 +41,7 @@ def build_parser(verb: str | None = None) -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(VERBS) + "}", parser_class=Parser)
     for name, help in VERBS.items():
         if name == verb:
-            importlib.import_module(f"{__name__}.{name}").add_parser(sub, help)
+            importlib.import_module(f"{__name__}.{_module(name)}").add_parser(sub, help)
         else:
             sub.add_parser(name, help=help)
     return parser
@@ -51,7 +56,7 @@ def _run(argv: Sequence[str] | None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:
         raise UsageError(f"name a command: {', '.join(VERBS)} (kuosan --help)")
-    return importlib.import_module(f"{__name__}.{args.command}").run(args)
+    return importlib.import_module(f"{__name__}.{_module(args.command)}").run(args)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:

@@ -22,7 +22,7 @@ GROUPS: dict[str, tuple[str, list[tuple[tuple[str, ...], str]]]] = {
     "objective": ("objective", [(("--prediction",), "objective.prediction")]),
     "optimisation": ("optim", [(("--steps",), "optim.steps"), (("--batch-size",), "optim.batch_size"),
                                (("--lr",), "optim.lr")]),
-    "logging and checkpoints": ("log", [(("--out",), "log.out")]),
+    "logging and checkpoints": ("log", [(("--out",), "log.out"), (("--tensorboard",), "log.tensorboard")]),
     "run": ("run", [(("--seed",), "run.seed"), (("--device",), "run.device"), (("--threads",), "run.threads"),
                     (("--precision",), "run.precision")]),
 }

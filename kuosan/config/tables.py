@@ -109,6 +109,8 @@ class LogConfig:
     ckpt_every: int = _f(500, "steps between checkpoints")
     n_samples: int = _f(64, "samples in a preview")
     sample_steps: int = _f(50, "DDIM steps for previews")
+    tensorboard: bool = _f(False, "also write a TensorBoard log (loss, learning rate, gradient norm, validation loss) "
+                                  "in the run folder's tb/ (needs the tensorboard extra)")
 
 
 @dataclass
