@@ -14,12 +14,12 @@ from .checkpoint import Checkpoint, CheckpointError, check_data_meta, check_fini
 from .config import Config, from_dict, path_kwargs
 from .denoiser import NetDenoiser
 from .nets import MLP, MLPConfig, UNet, UNetConfig
-from .parameterisation import Parameterisation, make_parameterisation
+from .parameterisation import Consistency, Parameterisation, make_parameterisation
 from .paths import Path, make_path
 
 if TYPE_CHECKING:
     from .data import Dataset
-    from .objectives import DiffusionObjective
+    from .objectives import ConsistencyObjective, DiffusionObjective
 
 
 def make_path_from(cfg: Config) -> Path:
@@ -28,19 +28,45 @@ def make_path_from(cfg: Config) -> Path:
 
 
 def make_param_from(cfg: Config) -> Parameterisation:
-    """objective.prediction (and sigma_data for edm) as a parameterisation."""
-    return make_parameterisation(cfg.objective.prediction, sigma_data=cfg.objective.sigma_data)
+    """objective.prediction (and sigma_data for edm and consistency, consistency.sigma_min) as a parameterisation."""
+    return make_parameterisation(cfg.objective.prediction, sigma_data=cfg.objective.sigma_data,
+                                 sigma_min=cfg.consistency.sigma_min)
 
 
-def make_objective_from(cfg: Config, path: Path, param: Parameterisation, bits: int | None) -> "DiffusionObjective":
+def make_objective_from(cfg: Config, path: Path, param: Parameterisation, bits: int | None, *,
+                        device: torch.device | str | None = None, data_shape: Any = None
+                        ) -> "DiffusionObjective | ConsistencyObjective":
     """The [objective] table as a loss; hybrid_lambda counts only with a learned variance (it trains v only).
-    ``time_sampling = 'auto'`` on a ve path is log_normal (see kuosan.objectives.timesteps)."""
+    ``time_sampling = 'auto'`` on a ve path is log_normal (see kuosan.objectives.timesteps).
+
+    A consistency model (objective.prediction = 'consistency') gets the consistency objective of the [consistency]
+    table; with method cd and a ``device`` (training, not config checks) the teacher run is loaded there
+    (kuosan.families.distill.load_teacher, checked against the data's per-sample ``data_shape``) and one step of
+    consistency.teacher_sampler on it is the teacher's ODE step."""
     from .objectives import make_objective
 
+    if cfg.objective.prediction == "consistency":
+        return _consistency_objective(cfg, path, param, device, data_shape)
     ob = cfg.objective
     return make_objective(path, param, weighting=ob.weighting, time_sampling=ob.time_sampling, loss=ob.loss,
                           min_snr_gamma=ob.min_snr_gamma, hybrid_lambda=ob.hybrid_lambda if ob.learn_variance else 0.0,
                           bits=bits, sigma_data=ob.sigma_data, sigmoid_bias=ob.sigmoid_bias, **time_kwargs(cfg))
+
+
+def _consistency_objective(cfg: Config, path: Path, param: Parameterisation, device: torch.device | str | None,
+                           data_shape: Any) -> "ConsistencyObjective":
+    from .objectives.consistency import make_consistency_objective
+
+    c = cfg.consistency
+    teacher = None
+    if c.method == "cd" and device is not None:
+        from .families.distill import load_teacher, teacher_step  # the teacher run; its sampler's one ODE step
+
+        teacher = teacher_step(load_teacher(cfg, torch.device(device), data_shape), c.teacher_sampler)
+    return make_consistency_objective(path, param, method=c.method, total_steps=cfg.optim.steps,
+                                      rho=c.rho, s0=c.s0, s1=c.s1, p_mean=c.p_mean, p_std=c.p_std,
+                                      huber_c=c.huber_c, cd_steps=c.cd_steps, teacher_step=teacher,
+                                      ect_cfg=cfg if c.method == "ect" else None)
 
 
 def time_kwargs(cfg: Config) -> dict[str, float]:
@@ -91,9 +117,14 @@ def build_net(cfg: Config, meta: dict[str, Any]) -> nn.Module:
 
 
 def make_denoiser(net: nn.Module, cfg: Config, path: Path | None = None) -> NetDenoiser:
-    """The network read through the config's parameterisation on its path."""
-    return NetDenoiser(net, path if path is not None else make_path_from(cfg), make_param_from(cfg),
-                       learns_variance=cfg.objective.learn_variance)
+    """The network read through the config's parameterisation on its path. A consistency model's carries
+    ``kind = "consistency"``: it returns the ODE endpoint f(x_t, t), not E[x_0|x_t], and only the consistency
+    sampler takes it (kuosan.sampling.draw)."""
+    D = NetDenoiser(net, path if path is not None else make_path_from(cfg), make_param_from(cfg),
+                    learns_variance=cfg.objective.learn_variance)
+    if isinstance(D.param, Consistency):
+        D.kind = "consistency"
+    return D
 
 
 def build_net_for(cfg: Config, meta: dict[str, Any], weights: dict[str, Tensor], what: str) -> nn.Module:

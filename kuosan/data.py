@@ -1,7 +1,9 @@
 """Data sets as tensors: built-in toys and small image sets, image folders, .npz, MNIST IDX, CIFAR-10.
 
 Every loader returns a :class:`Dataset` whose ``x`` is float32: images (N, C, H, W) scaled to [-1, 1],
-vectors (N, D) as they are. Every bad input raises :class:`DataError` with a one-line message.
+vectors (N, D) as they are. Paired (coupled) data for reflow — a .npz with ``x`` and ``noise`` of one shape — also
+carries ``noise`` (the ε each x was generated from), kept with x through subsets and splits. Every bad input raises
+:class:`DataError` with a one-line message.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class Dataset:
     num_classes: int  # 0 when unlabelled
     name: str
     bits: int | None = 8  # bit depth of the original discrete data; None for continuous data
+    noise: torch.Tensor | None = None  # paired data (reflow): float32 ε (N, *D) coupled with x, standard normal units
 
     def __len__(self) -> int:
         """Number of samples N."""
@@ -56,12 +59,15 @@ def _labels(y: Any, n: int, source: str) -> np.ndarray:
 
 
 def _finish(x: np.ndarray, y: Any, kind: DataKind, name: str, bits: int | None, n: int | None, seed: int,
-            num_classes: int | None = None) -> Dataset:
-    """Validate, keep a seeded random subset of n samples (in original order), and convert to tensors."""
+            num_classes: int | None = None, noise: np.ndarray | None = None) -> Dataset:
+    """Validate, keep a seeded random subset of n samples (in original order, pairs kept together), and convert
+    to tensors."""
     if len(x) == 0:
         raise DataError(f"{name}: contains no samples")
     if not np.isfinite(x).all():
         raise DataError(f"{name}: contains NaN or infinite values")
+    if noise is not None and not np.isfinite(noise).all():
+        raise DataError(f"{name}: noise contains NaN or infinite values")
     y = None if y is None else _labels(y, len(x), name)
     if num_classes is None:  # from all labels, so a subset keeps the same class count
         num_classes = 0 if y is None else int(y.max()) + 1
@@ -69,9 +75,11 @@ def _finish(x: np.ndarray, y: Any, kind: DataKind, name: str, bits: int | None, 
         # a random subset, not the first n: MNIST5k and class folders are sorted by label
         keep = np.sort(np.random.default_rng(seed).permutation(len(x))[:n])
         x, y = x[keep], None if y is None else y[keep]
+        noise = None if noise is None else noise[keep]
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = None if y is None else torch.from_numpy(np.ascontiguousarray(y))
-    return Dataset(xt, yt, kind, num_classes, name, bits)
+    nt = None if noise is None else torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32))
+    return Dataset(xt, yt, kind, num_classes, name, bits, nt)
 
 
 def _uint8_images(x: np.ndarray) -> np.ndarray:
@@ -189,24 +197,24 @@ def _image_folder(root: Path) -> tuple[np.ndarray, np.ndarray | None, int]:
 
 
 def _npz(path: Path, n: int | None, seed: int) -> Dataset:
-    """Arrays ``x`` (or the first non-``y``) and optional ``y``; floats in [0, 1] are mapped to [-1, 1]."""
+    """Arrays ``x`` (or the first non-``y``) and optional ``y``; floats in [0, 1] are mapped to [-1, 1].
+
+    With a ``noise`` array too (paired data: x generated from noise, as reflow writes them), x must be named, be
+    floating point like noise and have its shape; both are kept exactly as stored (model samples may leave
+    [-1, 1] a little, and rescaling x would break the pairing)."""
     try:
         with np.load(path, allow_pickle=False) as z:  # never unpickle object arrays
             arrays = {k: z[k] for k in z.files}
     except Exception as e:  # a corrupt zip raises BadZipFile, object arrays ValueError, ...
         raise DataError(f"cannot read {path}: {e}") from None
     y = arrays.pop("y", None)
+    noise = arrays.pop("noise", None)
+    if noise is not None:
+        return _paired(path, arrays.get("x"), noise, y, n, seed)
     if not arrays:
         raise DataError(f"{path}: holds no data array (expected 'x')")
-    x = arrays.get("x", next(iter(arrays.values())))
-    if x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
-        x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-    if x.ndim == 3:
-        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
-    if x.ndim not in (2, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
-        raise DataError(f"{path}: x has shape {x.shape}; expected (N,H,W), (N,H,W,C), (N,C,H,W) "
-                        "with C 1 or 3, or (N,D)")
-    kind: DataKind = "image" if x.ndim == 4 else "vector"
+    x = _nchw(arrays.get("x", next(iter(arrays.values()))))
+    kind = _kind_of(path, x)
     if x.dtype.kind not in "biuf":
         raise DataError(f"{path}: x has unsupported dtype {x.dtype}")
     if x.dtype == np.uint8:
@@ -219,6 +227,37 @@ def _npz(path: Path, n: int | None, seed: int) -> Dataset:
         elif kind == "image" and not (lo >= -1 and hi <= 1):
             raise DataError(f"{path}: image values span [{lo:g}, {hi:g}]; expected uint8, [0,1] or [-1,1]")
     return _finish(x, y, kind, path.name, None, n, seed)
+
+
+def _nchw(x: np.ndarray) -> np.ndarray:
+    """Image layouts (N, H, W) and (N, H, W, C) as (N, C, H, W); other arrays unchanged."""
+    if x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+    if x.ndim == 3:
+        x = x[:, None]  # (N, H, W) -> (N, 1, H, W)
+    return x
+
+
+def _kind_of(path: Path, x: np.ndarray) -> DataKind:
+    """"image" for (N, C, H, W) with C 1 or 3, "vector" for (N, D); any other shape is a DataError."""
+    if x.ndim not in (2, 4) or (x.ndim == 4 and x.shape[1] not in (1, 3)):
+        raise DataError(f"{path}: x has shape {x.shape}; expected (N,H,W), (N,H,W,C), (N,C,H,W) "
+                        "with C 1 or 3, or (N,D)")
+    return "image" if x.ndim == 4 else "vector"
+
+
+def _paired(path: Path, x: np.ndarray | None, noise: np.ndarray, y: Any, n: int | None, seed: int) -> Dataset:
+    """Paired data (x_i, noise_i): both float, one shape, laid out together; values kept as stored."""
+    if x is None:
+        raise DataError(f"{path}: has 'noise' but no 'x' array (paired data need both)")
+    if x.shape != noise.shape:
+        raise DataError(f"{path}: noise has shape {noise.shape} but x has {x.shape} (pairs need equal shapes)")
+    for name, a in (("x", x), ("noise", noise)):
+        if a.dtype.kind != "f":
+            raise DataError(f"{path}: paired data need floating-point arrays, {name} has dtype {a.dtype}")
+    x, noise = _nchw(x), _nchw(noise)
+    kind = _kind_of(path, x)
+    return _finish(x.astype(np.float32), y, kind, path.name, None, n, seed, noise=noise.astype(np.float32))
 
 
 def _read_idx(path: Path, magic: int) -> np.ndarray:
@@ -317,11 +356,12 @@ def load_dataset(spec: str, *, n: int | None = None, seed: int = 0) -> Dataset:
 
 
 def split(ds: Dataset, val_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
-    """Seeded random train/val split (each keeps the original order); labels follow their samples."""
+    """Seeded random train/val split (each keeps the original order); labels and noise follow their samples."""
     if not 0 <= val_fraction < 1:
         raise DataError(f"val_fraction must be in [0, 1), got {val_fraction}")
     n_val = min(round(len(ds) * val_fraction), len(ds) - 1)  # train is never empty
     perm = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))
     train, val = perm[n_val:].sort().values, perm[:n_val].sort().values
-    take = lambda i: replace(ds, x=ds.x[i], y=None if ds.y is None else ds.y[i])  # noqa: E731
+    take = lambda i: replace(ds, x=ds.x[i], y=None if ds.y is None else ds.y[i],  # noqa: E731
+                             noise=None if ds.noise is None else ds.noise[i])
     return take(train), take(val)

@@ -73,6 +73,7 @@ class Counting:
 
     def __init__(self, denoiser: Denoiser):
         self.inner, self.path, self.nfe = denoiser, denoiser.path, 0
+        self.kind = getattr(denoiser, "kind", None)  # a consistency model stays one (samplers check it)
         self.learns_variance = has_variance(denoiser)
 
     def __call__(self, x_t: Tensor, t: Tensor, **cond: Any) -> Tensor:

@@ -1,4 +1,5 @@
-"""What a network predicts, as one object per kind: ε, x_0, v, flow velocity, and EDM's preconditioned F.
+"""What a network predicts, as one object per kind: ε, x_0, v, flow velocity, EDM's preconditioned F, and a
+consistency function (whose output is an ODE endpoint, not a regression target).
 
 Each owns (Karras et al. 2022 Table 1 / Eq. (7), written for any path x_t = α x_0 + σ ε):
   c_in(t)        the scale applied to x_t before the network (1 except EDM),
@@ -22,8 +23,10 @@ from torch import Tensor
 from .broadcast import expand
 from .paths import Path, PathError, f64, terminal_snr_is_zero
 
-Prediction = Literal["eps", "x0", "v", "velocity", "edm"]
-PREDICTIONS: tuple[str, ...] = get_args(Prediction)
+Prediction = Literal["eps", "x0", "v", "velocity", "edm", "consistency"]
+ALL_PREDICTIONS: tuple[str, ...] = get_args(Prediction)  # the config's objective.prediction choices
+# the kinds the diffusion loss regresses (each has a target and k(t)); a consistency model has neither
+PREDICTIONS: tuple[str, ...] = tuple(p for p in ALL_PREDICTIONS if p != "consistency")
 
 
 class Parameterisation(Protocol):
@@ -198,11 +201,68 @@ class EDM:
         return (a * self._c(path, t)[1] / s) ** 2
 
 
-def make_parameterisation(name: str, *, sigma_data: float = 0.5) -> Parameterisation:
-    """The parameterisation called ``name`` (one of PREDICTIONS)."""
+class NoRegressionTarget(ValueError):
+    """A consistency model asked for a diffusion-loss quantity (a target, k(t)) it does not have."""
+
+
+@dataclass(frozen=True)
+class Consistency:
+    """A consistency function f(x, σ) on the VE path (Song et al. 2023 App. C; Song & Dhariwal 2023 §3):
+    f = c_skip(σ) x + c_out(σ) F(c_in x; c_noise) with c_skip = σ_d²/((σ - σ_min)² + σ_d²),
+    c_out = σ_d (σ - σ_min)/√(σ_d² + σ²), c_in = 1/√(σ² + σ_d²), c_noise = ¼ ln σ (×1000, as EDM).
+    At σ = σ_min, c_skip = 1 and c_out = 0 exactly, so f(x, σ_min) = x (the boundary condition) for any F.
+
+    ``to_x0`` returns f, the PF-ODE endpoint at σ_min, not E[x_0|x_t]; it is trained by the consistency
+    objective (kuosan.objectives.consistency): ``target`` and ``eps_factor`` refuse (NoRegressionTarget)."""
+
+    sigma_data: float = 0.5
+    sigma_min: float = 0.002
+    name: str = "consistency"
+
+    def check_path(self, path: Path) -> None:
+        if path.kind != "ve":
+            raise PathError(f"a consistency model lives on the ve path (σ = t), not {path.kind!r}")
+        for k in ("sigma_data", "sigma_min"):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
+                raise PathError(f"consistency needs a finite {k} > 0, got {v!r}")
+        if self.sigma_min >= path.t_max:
+            raise PathError(f"consistency sigma_min {self.sigma_min:g} must lie below the path's σ_max {path.t_max:g}")
+
+    def _c(self, path: Path, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(c_skip, c_out, c_in) at σ = σ(t) (B,), float64."""
+        s = path.sigma(f64(t))
+        sd = self.sigma_data
+        d = s - self.sigma_min
+        return sd**2 / (d**2 + sd**2), sd * d / (sd**2 + s**2).sqrt(), 1 / (s**2 + sd**2).sqrt()
+
+    def c_in(self, path: Path, t: Tensor) -> Tensor:
+        return self._c(path, t)[2]
+
+    def c_noise(self, path: Path, t: Tensor) -> Tensor:
+        return -125.0 * path.log_snr(f64(t))  # 1000·¼ ln σ, as EDM
+
+    def to_x0(self, out: Tensor, x_t: Tensor, path: Path, t: Tensor) -> Tensor:
+        skip, c_out, _ = self._c(path, t)
+        return expand(skip, x_t) * x_t + expand(c_out, x_t) * out
+
+    def target(self, x0: Tensor, eps: Tensor, path: Path, t: Tensor) -> Tensor:
+        raise NoRegressionTarget("a consistency model has no regression target: f_θ(x_t, σ) is the PF-ODE endpoint, "
+                                 "trained against its own value at a lower noise level by the consistency objective "
+                                 "(kuosan.objectives.consistency), not by the diffusion loss")
+
+    def eps_factor(self, path: Path, t: Tensor) -> Tensor:
+        raise NoRegressionTarget("a consistency model has no ε-prediction weight k(t): the diffusion loss's weightings "
+                                 "do not apply to it (use the consistency objective)")
+
+
+def make_parameterisation(name: str, *, sigma_data: float = 0.5, sigma_min: float = 0.002) -> Parameterisation:
+    """The parameterisation called ``name`` (one of ALL_PREDICTIONS); ``sigma_min`` is the consistency model's."""
     if name == "edm":
         return EDM(sigma_data=sigma_data)
+    if name == "consistency":
+        return Consistency(sigma_data=sigma_data, sigma_min=sigma_min)
     kinds = {"eps": Eps, "x0": X0, "v": V, "velocity": Velocity}
     if name not in kinds:
-        raise ValueError(f"unknown prediction {name!r}; choose one of {', '.join(PREDICTIONS)}")
+        raise ValueError(f"unknown prediction {name!r}; choose one of {', '.join(ALL_PREDICTIONS)}")
     return kinds[name]()

@@ -15,7 +15,7 @@ from kuosan.config import (FLAT_KEYS, KEYS, TABLES, Config, ConfigError, apply_o
 from kuosan.objectives import LOSS_TYPES
 from kuosan.objectives.timesteps import TIME_SAMPLINGS
 from kuosan.objectives.weighting import WEIGHTINGS
-from kuosan.parameterisation import PREDICTIONS
+from kuosan.parameterisation import ALL_PREDICTIONS
 from kuosan.paths import BETA_KINDS, PATH_KINDS
 
 OLD_FLAT_FIELDS = (  # every field of the pre-redesign flat Config, in its order
@@ -49,7 +49,7 @@ def test_modes_match_the_modules_that_take_them():
     """Every Literal mode lists exactly the values its module accepts (no hand-synced list drifts)."""
     assert KEYS["path.kind"].choices == PATH_KINDS
     assert KEYS["path.schedule"].choices == BETA_KINDS
-    assert KEYS["objective.prediction"].choices == PREDICTIONS
+    assert KEYS["objective.prediction"].choices == ALL_PREDICTIONS
     assert KEYS["objective.weighting"].choices == WEIGHTINGS
     assert KEYS["objective.time_sampling"].choices == TIME_SAMPLINGS
     assert KEYS["objective.loss"].choices == LOSS_TYPES
@@ -260,3 +260,74 @@ def test_objective_keys_reach_the_objective():
 def test_keys_cover_every_field():
     assert set(KEYS) == {f"{t}.{f.name}" for t, cls in TABLES.items() for f in fields(cls)}
     assert KEYS["data.class_cond"].type is bool and KEYS["net.channels"].default == 32
+
+
+# ------------------------------------------------------------------ the [consistency] table
+CM = ["path.kind=ve", "objective.prediction=consistency"]
+
+
+def test_consistency_table_defaults_and_toml():
+    """The shared brief's defaults; written to config.toml only for consistency models, and read back."""
+    c = Config().consistency
+    assert (c.sigma_min, c.rho, c.s0, c.s1, c.p_mean, c.p_std, c.huber_c, c.method, c.teacher, c.teacher_sampler,
+            c.cd_steps) == (0.002, 7.0, 10, 1280, -1.1, 2.0, 0.0, "ct", "", "heun", 18)
+    assert all(KEYS[k].help for k in KEYS if k.startswith("consistency."))
+    assert "[consistency]" not in to_toml(Config())
+    cfg = apply_overrides(Config(), CM + ["consistency.s0=4", "consistency.huber_c=0.01"]).validate()
+    text = to_toml(cfg)
+    assert "[consistency]" in text
+    back = from_dict(tomllib.loads(text)).validate()
+    assert back == cfg
+
+
+@pytest.mark.parametrize("items, msg", [
+    (["consistency.s0=4"], "consistency.s0 applies to objective.prediction = 'consistency' only"),
+    (["path.kind=ve", "consistency.method=cd"], "consistency.method applies to objective.prediction"),
+    (["objective.prediction=consistency"], "needs path.kind = 've'"),
+    (CM + ["consistency.method=cd"], "'cd' needs consistency.teacher"),
+    (CM + ["consistency.s0=20", "consistency.s1=10"], "s0 .20. must be at most consistency.s1"),
+    (CM + ["consistency.s0=0"], "consistency.s0 must be a positive integer"),
+    (CM + ["consistency.teacher=runs/x"], "consistency.teacher does not apply to method 'ct'"),
+    (CM + ["consistency.method=cd", "consistency.teacher=r", "consistency.s1=64"],
+     "consistency.s1 does not apply to method 'cd' .it is a key of ct."),
+    (CM + ["consistency.cd_steps=30"], "consistency.cd_steps does not apply to method 'ct'"),
+    (CM + ["consistency.method=cd", "consistency.teacher=r", "consistency.teacher_sampler=sde"],
+     "teacher_sampler must be a deterministic ODE sampler"),
+    (CM + ["consistency.method=cd", "consistency.teacher=r", "consistency.cd_steps=1"], "cd_steps .* at least 2"),
+    (CM + ["consistency.sigma_min=0"], r"consistency.sigma_min must be in \(0, path.sigma_max"),
+    (CM + ["consistency.sigma_min=90"], r"consistency.sigma_min must be in \(0, path.sigma_max = 80"),
+    (CM + ["consistency.p_std=0"], "consistency.p_std must be a finite number > 0"),
+    (CM + ["consistency.huber_c=-1"], "consistency.huber_c must be >= 0"),
+    (CM + ["consistency.rho=0"], "consistency.rho must be in"),
+    (CM + ["objective.weighting=edm"], "objective.weighting does not apply to a consistency model"),
+    (CM + ["objective.loss=l1"], "objective.loss does not apply to a consistency model"),
+    (CM + ["objective.time_sampling=uniform"], "objective.time_sampling does not apply"),
+    (CM + ["objective.learn_variance=true"], "objective.learn_variance does not apply"),
+])
+def test_bad_consistency_configs_are_one_line_errors(items, msg):
+    cfg = apply_overrides(Config(), items)
+    with pytest.raises(ConfigError, match=msg) as e:
+        cfg.validate()
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("items", [
+    CM, CM + ["objective.sigma_data=0.3", "consistency.s0=2", "consistency.s1=2", "consistency.huber_c=0.03"],
+    CM + ["consistency.method=cd", "consistency.teacher=runs/teacher", "consistency.cd_steps=40",
+          "consistency.teacher_sampler=dpm++2m"],
+])
+def test_good_consistency_configs_validate_and_build_the_consistency_objective(items):
+    """The objective of a consistency config is the consistency objective with the table's values (a cd teacher
+    is loaded only for training, given a device, never by the checks)."""
+    from kuosan.build import make_objective_from, make_param_from, make_path_from
+    from kuosan.objectives import ConsistencyObjective
+
+    cfg = apply_overrides(Config(), items).validate()
+    obj = make_objective_from(cfg, make_path_from(cfg), make_param_from(cfg), bits=None)
+    c = cfg.consistency
+    assert isinstance(obj, ConsistencyObjective) and obj.teacher_step is None
+    assert (obj.times.method, obj.times.s0, obj.times.s1, obj.times.cd_steps, obj.huber_c) == (c.method, c.s0, c.s1,
+                                                                                             c.cd_steps, c.huber_c)
+    assert (obj.param.sigma_data, obj.param.sigma_min, obj.times.sigma_max) == (cfg.objective.sigma_data,
+                                                                                c.sigma_min, 80.0)
+    assert obj.times.total_steps == cfg.optim.steps

@@ -346,3 +346,51 @@ def test_curves_covariance():
 
 def test_registry_names():
     assert set(DATASETS) == {"digits", "mnist5k", "moons", "swissroll", "ring", "curves"}
+
+
+# ---- paired data (reflow) ------------------------------------------------------------------------------
+
+
+def test_npz_pairs_kept_aligned(tmp_path):
+    """x and noise of one shape load as paired data: floats kept as stored (no [0, 1] -> [-1, 1] mapping, values
+    past [-1, 1] allowed), and subsets and splits keep each x with its noise."""
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((60, 1, 4, 4))  # float64: read as float32
+    x = np.concatenate([np.full((30, 1, 4, 4), 0.5), 1.2 * z[30:]])  # a [0, 1] block and values past ±1
+    x[:, 0, 0, 0] = np.arange(60)  # each example's index, to follow it
+    np.savez(tmp_path / "p.npz", x=x, noise=z)
+    ds = load_dataset(str(tmp_path / "p.npz"))
+    assert ds.kind == "image" and ds.bits is None and ds.y is None and ds.noise.dtype == torch.float32
+    assert torch.equal(ds.x, torch.from_numpy(x).float()) and torch.equal(ds.noise, torch.from_numpy(z).float())
+    sub = load_dataset(str(tmp_path / "p.npz"), n=20, seed=1)
+    i = sub.x[:, 0, 0, 0].long()
+    assert len(sub) == 20 and torch.equal(sub.noise, ds.noise[i])
+    tr, va = split(sub, 0.25, seed=0)
+    for part in (tr, va):
+        assert torch.equal(part.noise, ds.noise[part.x[:, 0, 0, 0].long()])
+    assert len(tr) + len(va) == 20 and len(va) == 5
+    np.savez(tmp_path / "hwc.npz", x=x.transpose(0, 2, 3, 1), noise=z.transpose(0, 2, 3, 1), y=np.arange(60) % 3)
+    hwc = load_dataset(str(tmp_path / "hwc.npz"))  # (N, H, W, C): both laid out as (N, C, H, W)
+    assert torch.equal(hwc.noise, ds.noise) and hwc.num_classes == 3
+    np.savez(tmp_path / "v.npz", x=x.reshape(60, 16), noise=z.reshape(60, 16))
+    assert load_dataset(str(tmp_path / "v.npz")).kind == "vector"
+    assert load_dataset("moons", n=10).noise is None  # unpaired data carry none
+
+
+@pytest.mark.parametrize(
+    "arrays, match",
+    [({"x": np.zeros((4, 2)), "noise": np.zeros((4, 3))}, "noise has shape"),
+     ({"x": np.zeros((4, 2)), "noise": np.zeros((5, 2))}, "noise has shape"),
+     ({"x": np.zeros((4, 2)), "noise": np.array([[0.0, np.nan]] * 4)}, "noise contains NaN"),
+     ({"x": np.zeros((4, 2)), "noise": np.full((4, 2), np.inf)}, "noise contains NaN"),
+     ({"x": np.array([[0.0, np.inf]] * 4), "noise": np.zeros((4, 2))}, "NaN or infinite"),
+     ({"x": np.zeros((4, 2), np.uint8), "noise": np.zeros((4, 2))}, "floating-point"),
+     ({"x": np.zeros((4, 2)), "noise": np.zeros((4, 2), np.int64)}, "floating-point"),
+     ({"data": np.zeros((4, 2)), "noise": np.zeros((4, 2))}, "no 'x'"),
+     ({"x": np.zeros((4, 2, 3, 5, 6)), "noise": np.zeros((4, 2, 3, 5, 6))}, "shape")],
+)
+def test_npz_pairs_bad(tmp_path, arrays, match):
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(DataError, match=match) as e:
+        load_dataset(str(tmp_path / "bad.npz"))
+    assert "\n" not in str(e.value)

@@ -190,3 +190,65 @@ def test_plain_kinds_give_the_network_the_paths_time_and_unscaled_input(pred):
         assert torch.equal(param.c_in(path, t), torch.ones_like(t))
         assert torch.equal(param.c_noise(path, t), path.net_time(t))
     assert math.isclose(float(make_path("ve").net_time(torch.tensor(math.e, dtype=F64))), 250.0)
+
+
+# ------------------------------------------------------------------ the consistency parameterisation
+def test_consistency_boundary_condition_holds_exactly():
+    """f(x, σ_min) = c_skip x + c_out F = x for any network output F (c_skip = 1, c_out = 0 exactly), in float32 and
+    float64 (Song et al. 2023 App. C)."""
+    from kuosan.parameterisation import Consistency
+
+    path = VE()
+    for sd, smin in ((0.5, 0.002), (1.3, 0.01)):
+        p = Consistency(sigma_data=sd, sigma_min=smin)
+        t = torch.full((B,), smin, dtype=F64)
+        for dtype in (torch.float32, F64):
+            g = gen(3)
+            x, F = torch.randn(B, D, generator=g, dtype=dtype), 1e6 * torch.randn(B, D, generator=g, dtype=dtype)
+            assert torch.equal(p.to_x0(F, x, path, t), x)
+
+
+def test_consistency_coefficients_are_song_et_al_2023():
+    """c_skip = σ_d²/((σ - σ_min)² + σ_d²), c_out = σ_d (σ - σ_min)/√(σ_d² + σ²), c_in = 1/√(σ² + σ_d²),
+    c_noise = 1000·¼ ln σ (EDM's), written out independently; σ_min = 0 gives EDM's preconditioning."""
+    from kuosan.parameterisation import Consistency
+
+    path, sd, smin = VE(), 0.7, 0.002
+    p = Consistency(sigma_data=sd, sigma_min=smin)
+    s = torch.tensor([0.002, 0.003, 0.05, 0.5, 1.0, 7.0, 80.0], dtype=F64)
+    g = gen(4)
+    x, F = torch.randn(len(s), 3, generator=g, dtype=F64), torch.randn(len(s), 3, generator=g, dtype=F64)
+    skip = sd**2 / ((s - smin) ** 2 + sd**2)
+    out = sd * (s - smin) / (sd**2 + s**2).sqrt()
+    torch.testing.assert_close(p.to_x0(F, x, path, s), skip[:, None] * x + out[:, None] * F, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(p.c_in(path, s), 1 / (s**2 + sd**2).sqrt(), rtol=1e-12, atol=0)
+    torch.testing.assert_close(p.c_noise(path, s), 250 * s.log(), rtol=1e-12, atol=1e-12)
+    edm, zero = EDM(sigma_data=sd), Consistency(sigma_data=sd, sigma_min=1e-300)
+    torch.testing.assert_close(zero.to_x0(F, x, path, s), edm.to_x0(F, x, path, s), rtol=1e-12, atol=1e-12)
+
+
+def test_consistency_has_no_regression_target_and_lives_on_ve():
+    """target and k(t) refuse with a clear one-line reason (also when the diffusion loss tries them); a path other
+    than ve is refused."""
+    from kuosan.objectives import make_objective
+    from kuosan.parameterisation import ALL_PREDICTIONS, Consistency, NoRegressionTarget
+
+    assert "consistency" in ALL_PREDICTIONS and "consistency" not in PREDICTIONS
+    p = make_parameterisation("consistency", sigma_data=0.5, sigma_min=0.002)
+    assert isinstance(p, Consistency) and p.name == "consistency"
+    path, t = VE(), torch.full((B,), 1.0, dtype=F64)
+    x = torch.randn(B, D, generator=gen(5), dtype=F64)
+    with pytest.raises(NoRegressionTarget, match="no regression target"):
+        p.target(x, x, path, t)
+    with pytest.raises(NoRegressionTarget, match="k\\(t\\)"):
+        p.eps_factor(path, t)
+    obj = make_objective(path, p)
+    with pytest.raises(NoRegressionTarget, match="consistency objective"):
+        obj(lambda x_t, t: x_t, x)
+    for kind in ("discrete_vp", "vp_cosine", "flow"):
+        with pytest.raises(PathError, match="ve path"):
+            p.check_path(make_path(kind))
+    with pytest.raises(PathError, match="sigma_min"):
+        Consistency(sigma_min=80.0).check_path(VE())
+    with pytest.raises(PathError, match="sigma_data"):
+        Consistency(sigma_data=float("nan")).check_path(VE())

@@ -24,6 +24,12 @@ VERBS = {  # verb -> one-line help (the verb's module builds its parser; only th
     "sample": "draw samples from a trained run or checkpoint",
     "nll": "negative log-likelihood (bits/dim) of a trained model on its data",
     "eval": "sample quality of a trained run on its own data: FD, KID, PRDC, memorisation, exact metrics (no download)",
+    "train-classifier": "train the noisy classifier p(y | x_t, t) of classifier guidance on a run's data and path",
+    "sweep-guidance": "the quality-diversity curve of a guidance scale: class accuracy, FD, precision, recall",
+    "serve": "a local explorer page for a run: generate step by step, the forward process and its covariance",
+    "reflow": "the next rectified flow of a flow run: couplings from its ODE, trained on; straightness before/after",
+    "distill": "a consistency model from a trained run: consistency distillation (cd) or tuning (ect)",
+    "viz": "pictures of diffusion: a curve diffusing, covariances, coloured noise, schedules, trajectories, denoising",
 }
 
 

@@ -152,12 +152,19 @@ def _generate(args: argparse.Namespace, D: Any, ckpt: Path, shape: tuple[int, ..
     """Samples (n, *D) from the run, as ``kuosan sample`` draws them; returns them and the sampler settings."""
     import torch
 
-    from ..sampling import make_grid, sample
+    from ..sampling import check_denoiser_kind, make_grid, sample
     from .sample import _samplers, check_options, sampler_options
 
+    consistency_model = getattr(D, "kind", None) == "consistency"
+    if consistency_model:  # it runs the consistency sampler only, by default on its own noise levels, 2 steps
+        args.sampler, args.steps = args.sampler or "consistency", args.steps or 2
+    levels = args.sampler == "consistency" and args.grid is None
     for k, v in SAMPLER_DEFAULTS.items():
         setattr(args, k, getattr(args, k) or v)
+    if levels:
+        args.grid = "levels"
     spec = _samplers()[args.sampler]
+    check_denoiser_kind(D, args.sampler)  # a consistency model runs the consistency sampler only
     opts = sampler_options(args)
     check_options(args.sampler, spec, opts, args)
     if opts.get("variance") == "learned_range" and not getattr(D, "learns_variance", False):
@@ -176,6 +183,8 @@ def _generate(args: argparse.Namespace, D: Any, ckpt: Path, shape: tuple[int, ..
         else:
             ts = grid_for(D, args.sampler, args.steps, ckpt / "grids", seed=args.seed, shape=shape, device=device,
                           progress=progress)
+    elif levels:
+        ts = spec.default_grid(D, args.steps)
     else:
         ts = make_grid(D.path, args.steps, args.grid, args.spacing or "trailing")
     if opts.get("variance") == "analytic":  # Bao et al. 2022: Γ_t from training examples
@@ -254,6 +263,8 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # only the refusal here, before any work; the report carries the warning
         check_sample_count(n, feature_dim(shape), "samples (--n)")
+    if args.nll and getattr(D, "kind", None) == "consistency":
+        raise UsageError("--nll: " + "a consistency model gives the PF-ODE endpoint, not E[x_0|x_t]: it has no likelihood by the bound or the ODE")
     if args.nll and len(held.x) < 2:
         raise UsageError("--nll needs held-out examples, but the run kept fewer than 2 (data.val_fraction)")
     features = feature_extractor(train.x, train.y, train.num_classes, FeatureConfig(),

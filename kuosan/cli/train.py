@@ -1,23 +1,28 @@
-"""``kuosan train``: every config key through ``--set table.key=value``, the common ones as short flags.
+"""``kuosan train``: every config key through ``--set table.key=value``, the common ones as short flags, and
+``--process vp|edm|flow|consistency``, the family preset (kuosan.families.presets).
 
-Precedence, lowest first: the defaults (or, with --resume, the run's saved config), --config FILE, the short
-flags, then --set in the order given. A short flag is only forwarded when given, so a config file's value
-stands unless the command line names the key.
+Precedence, lowest first: the defaults (or, with --resume, the run's saved config), the --process preset, --config
+FILE, the short flags, then --set in the order given. A short flag is only forwarded when given, so a config file's
+value stands unless the command line names the key; a preset fills only keys that nothing above it sets.
+``--path`` sets path.kind alone; ``--process`` picks a whole family (path, prediction, weighting, times).
 """
 
 from __future__ import annotations
 
 import argparse
 import textwrap
-from typing import Any, get_args, get_origin
+from typing import TYPE_CHECKING, Any, get_args, get_origin
 
 from .common import UsageError, add_quiet, any_int, check_device, finite_float, positive_int
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 # group title -> (config table, its short flags as (flags, "table.key"))
 GROUPS: dict[str, tuple[str, list[tuple[tuple[str, ...], str]]]] = {
     "data": ("data", [(("--data",), "data.name"), (("--class-cond",), "data.class_cond")]),
     "path (the Gaussian process x_t = α(t) x_0 + σ(t) ε)": (
-        "path", [(("--process", "--path"), "path.kind"), (("--schedule",), "path.schedule")]),
+        "path", [(("--path",), "path.kind"), (("--schedule",), "path.schedule")]),
     "network": ("net", [(("--channels",), "net.channels"), (("--channel-mult",), "net.channel_mult")]),
     "objective": ("objective", [(("--prediction",), "objective.prediction")]),
     "optimisation": ("optim", [(("--steps",), "optim.steps"), (("--batch-size",), "optim.batch_size"),
@@ -28,11 +33,14 @@ GROUPS: dict[str, tuple[str, list[tuple[tuple[str, ...], str]]]] = {
 }
 
 EPILOG = """\
+Precedence, lowest first: defaults < --process preset < --config FILE < short flags < --set (a preset never
+overrides a key set explicitly). Families (--process): vp (default), edm, flow, consistency.
 Any config key: --set TABLE.KEY=VALUE (repeatable; e.g. --set net.channels=64 --set run.precision=fp32).
 `kuosan train --list-keys` prints every key with its type, allowed values, default and meaning.
 Examples:
   kuosan train                                       digits, U-Net, 1000 steps
-  kuosan train --data moons --process flow --prediction velocity
+  kuosan train --data moons --process flow           flow matching: linear path, velocity, logit-normal t
+  kuosan train --data moons --process edm --set objective.sigma_data=0.7
   kuosan train --config my.toml --lr 1e-3 --set optim.warmup=50
   kuosan train --resume runs/digits --steps 2000     continue exactly where the run stopped"""
 
@@ -79,6 +87,12 @@ def add_parser(sub: Any, help: str) -> None:
         desc = textwrap.fill(f"more keys, --set {table}.KEY=VALUE: {', '.join(rest)}", 78,
                              break_on_hyphens=False, break_long_words=False) if rest else None
         g = p.add_argument_group(title, desc)
+        if table == "path":
+            from ..families.presets import PROCESS_HELP, PROCESSES
+
+            g.add_argument("--process", default=None, choices=PROCESSES, metavar="{" + "|".join(PROCESSES) + "}",
+                           help="the family preset; it fills the keys not set by --config, flags or --set: "
+                                + "; ".join(f"{k}: {v}" for k, v in PROCESS_HELP.items()))
         for names, key in flags:
             spec = KEYS[key]
             dest, metavar = "key:" + key, names[0][2:].upper().replace("-", "_")
@@ -134,9 +148,22 @@ def list_keys() -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def config_of(args: argparse.Namespace) -> "Config":
+    """The Config a new run of these arguments trains (not validated): defaults < --process preset < --config <
+    short flags < --set. Unknown keys and unreadable values fail here, before any work."""
     from ..config import Config, apply_overrides, from_dict, load_config
 
+    base = Config()
+    if args.process:
+        from ..families.presets import apply_preset
+
+        base = apply_preset(base, args.process)
+    if args.config:
+        base = from_dict(load_config(args.config), where=args.config, base=base)
+    return apply_overrides(base, overrides_of(args))
+
+
+def run(args: argparse.Namespace) -> int:
     if args.list_keys:
         print(list_keys())
         return 0
@@ -144,8 +171,10 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and args.config:
         raise UsageError("--config cannot be combined with --resume: the run's saved config is used "
                          "(change keys with flags or --set)")
-    base = from_dict(load_config(args.config), where=args.config) if args.config else Config()
-    cfg = apply_overrides(base, overrides)  # unknown keys and unreadable values fail here, before any work
+    if args.resume and args.process:
+        raise UsageError("--process cannot be combined with --resume: the run's saved config names its family "
+                         "(change keys with flags or --set)")
+    cfg = config_of(args)
     if not args.resume or any(o.startswith("run.device=") for o in overrides):
         check_device(cfg.run.device, allow_auto=True)
     from ..train import train

@@ -10,6 +10,9 @@ Tables and keys (``kuosan train --config FILE``; every key also ``--set table.ke
   [optim]      steps, batch_size, lr, min_lr, warmup, weight_decay, grad_clip, ema_decay, ema_warmup
   [log]        out, log_every, val_every, sample_every, ckpt_every, n_samples, sample_steps
   [run]        seed, device, threads, precision
+  [consistency] (only with objective.prediction = "consistency") sigma_min, rho, s0, s1, p_mean, p_std, huber_c,
+               method (ct | cd | ect) and its keys: teacher, teacher_sampler, cd_steps (cd); ect_q, ect_k, ect_b,
+               ect_stages (ect); see CONSISTENCY_KEYS
 
 Public API (stable; the CLI is built on it):
   Config                      the nested config; ``cfg.validate()`` raises ConfigError or returns cfg
@@ -29,10 +32,10 @@ format), checks.py (``Config.validate``).
 """
 
 from .migrate import FLAT_KEYS, migrate_flat
-from .tables import (KEYS, PATH_KEYS, TABLES, Config, ConfigError, DataConfig, KeySpec, LogConfig, NetConfig,
+from .tables import (CONSISTENCY_KEYS, KEYS, PATH_KEYS, TABLES, Config, ConfigError, ConsistencyConfig, DataConfig, KeySpec, LogConfig, NetConfig,
                      ObjectiveConfig, OptimConfig, PathConfig, RunConfig, path_kwargs)
 from .values import apply_overrides, from_dict, is_flat, load_config, normalise, set_key, to_dict, to_toml
 
-__all__ = ["FLAT_KEYS", "KEYS", "PATH_KEYS", "TABLES", "Config", "ConfigError", "DataConfig", "KeySpec", "LogConfig",
+__all__ = ["CONSISTENCY_KEYS", "ConsistencyConfig", "FLAT_KEYS", "KEYS", "PATH_KEYS", "TABLES", "Config", "ConfigError", "DataConfig", "KeySpec", "LogConfig",
            "NetConfig", "ObjectiveConfig", "OptimConfig", "PathConfig", "RunConfig", "apply_overrides", "from_dict",
            "is_flat", "load_config", "migrate_flat", "normalise", "path_kwargs", "set_key", "to_dict", "to_toml"]

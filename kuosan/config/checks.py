@@ -13,7 +13,7 @@ import math
 from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
-from .tables import PATH_KEYS, ConfigError, PathConfig, path_kwargs
+from .tables import CONSISTENCY_KEYS, PATH_KEYS, ConfigError, ConsistencyConfig, PathConfig, path_kwargs
 
 if TYPE_CHECKING:
     from .tables import Config
@@ -110,8 +110,8 @@ def check(cfg: "Config") -> None:
     _need(math.isfinite(ob.hybrid_lambda) and ob.hybrid_lambda >= 0,
           f"objective.hybrid_lambda must be >= 0, got {ob.hybrid_lambda}")
     _need(math.isfinite(ob.sigmoid_bias), f"objective.sigmoid_bias must be a finite number, got {ob.sigmoid_bias}")
-    _only(ob.sigma_data != 0.5, "edm" in (ob.prediction, ob.weighting), "objective.sigma_data",
-          "the edm prediction or weighting")
+    _only(ob.sigma_data != 0.5, "edm" in (ob.prediction, ob.weighting) or ob.prediction == "consistency",
+          "objective.sigma_data", "the edm prediction or weighting")  # (and consistency models)
     _only(ob.min_snr_gamma != 5.0, ob.weighting == "min_snr", "objective.min_snr_gamma", "weighting 'min_snr'")
     _only(ob.sigmoid_bias != 0.0, ob.weighting == "sigmoid", "objective.sigmoid_bias", "weighting 'sigmoid'")
     for k in ("time_mean", "time_std"):
@@ -147,6 +147,7 @@ def check(cfg: "Config") -> None:
     _nonneg_int("run.threads", r.threads)
     _at_most("run.threads", r.threads, 1024)
     _check_device(r.device)
+    _check_consistency(cfg)
     _check_objective(cfg)
 
 
@@ -160,6 +161,60 @@ def _check_device(device: str) -> None:
     except (RuntimeError, ValueError):
         raise ConfigError(f"run.device: unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
     _need(dev.type in ("cpu", "cuda", "mps"), f"run.device: unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _check_consistency(cfg: "Config") -> None:
+    """The [consistency] table: read only for objective.prediction = 'consistency' (its keys keep their defaults
+    otherwise), each method's own keys (CONSISTENCY_KEYS), ranges, and the diffusion-loss keys it replaces."""
+    c, ob = cfg.consistency, cfg.objective
+    changed = [f.name for f in fields(ConsistencyConfig) if getattr(c, f.name) != f.default]
+    if ob.prediction != "consistency":
+        _need(not changed, f"consistency.{changed[0] if changed else ''} applies to objective.prediction = "
+                           "'consistency' only")
+        return
+    _need(cfg.path.kind == "ve", f"objective.prediction = 'consistency' needs path.kind = 've' (a consistency model "
+                                 f"is a function of the VE noise level σ = t), got {cfg.path.kind!r}")
+    for k in (k for k in changed if k != "method"):
+        users = [m for m, ks in CONSISTENCY_KEYS.items() if k in ks]
+        _need(k in CONSISTENCY_KEYS[c.method], f"consistency.{k} does not apply to method {c.method!r} (it is a key "
+                                               f"of {' and '.join(users)})")
+    for k, default, why in (("weighting", "none", "its weight is λ = 1/(σ_{i+1} - σ_i)"),
+                            ("loss", "l2", "its distance is pseudo-Huber, see consistency.huber_c"),
+                            ("time_sampling", "auto", "its noise levels come from the [consistency] table")):
+        _need(getattr(ob, k) == default, f"objective.{k} does not apply to a consistency model ({why})")
+    _need(not ob.learn_variance, "objective.learn_variance does not apply to a consistency model")
+    _need(math.isfinite(c.sigma_min) and 0 < c.sigma_min < cfg.path.sigma_max,
+          f"consistency.sigma_min must be in (0, path.sigma_max = {cfg.path.sigma_max:g}), got {c.sigma_min}")
+    _need(math.isfinite(c.rho) and 0 < c.rho <= 100, f"consistency.rho must be in (0, 100], got {c.rho}")
+    for k in ("s0", "s1", "cd_steps"):
+        _pos_int(f"consistency.{k}", getattr(c, k))
+        _at_most(f"consistency.{k}", getattr(c, k), 1_000_000)
+    _need(c.cd_steps >= 2, f"consistency.cd_steps (noise levels) must be at least 2, got {c.cd_steps}")
+    _need(c.s0 <= c.s1, f"consistency.s0 ({c.s0}) must be at most consistency.s1 ({c.s1}): the curriculum doubles "
+                        "the discretisation from s0 up to s1")
+    _finite("consistency.p_mean", c.p_mean)
+    _need(math.isfinite(c.p_std) and c.p_std > 0, f"consistency.p_std must be a finite number > 0, got {c.p_std}")
+    _need(math.isfinite(c.huber_c) and c.huber_c >= 0, f"consistency.huber_c must be >= 0 (0: 0.00054·√d), got "
+                                                       f"{c.huber_c}")
+    _need(c.method != "cd" or bool(c.teacher), "consistency.method = 'cd' needs consistency.teacher, the run to "
+                                               "distil")
+    if c.method == "ect":
+        try:
+            from ..objectives.ect import check_ect
+        except ImportError:
+            raise ConfigError("consistency.method = 'ect' needs kuosan.objectives.ect, which this kuosan lacks") \
+                from None
+        try:
+            check_ect(c)
+        except ValueError as e:
+            raise ConfigError(str(e).splitlines()[0]) from None
+    if c.method == "cd":
+        from ..sampling import SAMPLERS
+
+        spec = SAMPLERS.get(c.teacher_sampler)
+        _need(spec is not None and spec.deterministic and c.teacher_sampler != "consistency",
+              f"consistency.teacher_sampler must be a deterministic ODE sampler "
+              f"({', '.join(k for k, v in SAMPLERS.items() if v.deterministic)}), got {c.teacher_sampler!r}")
 
 
 def _check_objective(cfg: "Config") -> None:

@@ -10,7 +10,8 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 PathKind = Literal["discrete_vp", "vp_cosine", "vp_linear", "ve", "flow"]
 Schedule = Literal["linear", "scaled_linear", "cosine", "sigmoid"]
 ModelKind = Literal["auto", "unet", "mlp"]
-Prediction = Literal["eps", "x0", "v", "velocity", "edm"]
+Prediction = Literal["eps", "x0", "v", "velocity", "edm", "consistency"]
+ConsistencyMethod = Literal["ct", "cd", "ect"]
 LossType = Literal["l2", "l1", "huber"]
 Weighting = Literal["none", "vlb", "min_snr", "edm", "flow", "sigmoid"]
 TimeSampling = Literal["auto", "uniform_discrete", "uniform", "logit_normal", "log_normal", "importance"]
@@ -72,8 +73,11 @@ class NetConfig:
 
 @dataclass
 class ObjectiveConfig:
-    prediction: Prediction = _f("v", "what the network predicts (v with the cosine schedule: well-conditioned at t = T)")
-    sigma_data: float = _f(0.5, "edm prediction and weighting: the data's standard deviation σ_d")
+    prediction: Prediction = _f("v", "what the network predicts (v with the cosine schedule: well-conditioned at "
+                                     "t = T); consistency: a consistency model (the [consistency] table, path.kind = "
+                                     "ve)")
+    sigma_data: float = _f(0.5, "edm prediction and weighting, consistency prediction: the data's standard deviation "
+                                "σ_d")
     loss: LossType = _f("l2", "distance between the network output and its target")
     weighting: Weighting = _f("none", "w(λ) on the ε-MSE (Kingma & Gao 2023)")
     min_snr_gamma: float = _f(5.0, "min_snr weighting: γ")
@@ -85,6 +89,39 @@ class ObjectiveConfig:
     time_std: float | None = _f(None, "logit_normal: its std (default 1); log_normal: P_std (default 1.2)")
     learn_variance: bool = _f(False, "improved DDPM: the network also outputs the variance interpolation v")
     hybrid_lambda: float = _f(0.001, "weight of L_vlb in the hybrid loss (with learn_variance)")
+
+
+@dataclass
+class ConsistencyConfig:
+    sigma_min: float = _f(0.002, "σ_min, where f(x, σ_min) = x (the boundary condition, Song et al. 2023)")
+    rho: float = _f(7.0, "ct, cd: ρ of the Karras discretisation σ_1 = σ_min < ... < σ_N = σ_max")
+    s0: int = _f(10, "ct: initial discretisation steps of the curriculum N(k) = min(s0·2^⌊k/K'⌋, s1) + 1 "
+                     "(Song & Dhariwal 2023 §3.4)")
+    s1: int = _f(1280, "ct: final discretisation steps of the curriculum")
+    p_mean: float = _f(-1.1, "mean of ln σ of the (discrete) log-normal noise-level distribution")
+    p_std: float = _f(2.0, "std of ln σ of the noise-level distribution")
+    huber_c: float = _f(0.0, "pseudo-Huber c of the distance √(‖a-b‖² + c²) - c (0: 0.00054·√d, d the data size)")
+    method: ConsistencyMethod = _f("ct", "ct: consistency training (iCT, Song & Dhariwal 2023); cd: distillation from "
+                                         "a teacher run (Song et al. 2023); ect: consistency tuning (Geng et al. 2024)")
+    teacher: str = _f("", "cd: the teacher run (its ODE steps give the targets); ect: the run whose weights "
+                          "initialise the model")
+    teacher_sampler: str = _f("heun", "cd: the deterministic sampler whose one step from σ_{i+1} to σ_i is the "
+                                      "teacher's ODE step")
+    cd_steps: int = _f(18, "cd: the fixed number N of Karras noise levels σ_1..σ_N (N - 1 intervals; Song et al. "
+                           "2023 used 18 on CIFAR-10)")
+
+    ect_q: float = _f(2.0, "ect: Δσ = σ_t - σ_r shrinks by q each stage (Geng et al. 2024's mapping "
+                           "r/t = 1 - q^-a n(t))")
+    ect_k: float = _f(8.0, "ect: k of n(t) = 1 + k·sigmoid(-b t)")
+    ect_b: float = _f(1.0, "ect: b of n(t) = 1 + k·sigmoid(-b t)")
+    ect_stages: int = _f(8, "ect: the number of stages a over the run")
+
+
+# which [consistency] keys each method takes (the others must keep their defaults)
+CONSISTENCY_KEYS: dict[str, tuple[str, ...]] = {
+    "ct": ("sigma_min", "rho", "s0", "s1", "p_mean", "p_std", "huber_c"),
+    "cd": ("sigma_min", "rho", "p_mean", "p_std", "huber_c", "teacher", "teacher_sampler", "cd_steps"),
+    "ect": ("sigma_min", "p_mean", "p_std", "huber_c", "teacher", "ect_q", "ect_k", "ect_b", "ect_stages")}
 
 
 @dataclass
@@ -108,7 +145,8 @@ class LogConfig:
     sample_every: int = _f(0, "steps between preview grids (0: only at the end)")
     ckpt_every: int = _f(500, "steps between checkpoints")
     n_samples: int = _f(64, "samples in a preview")
-    sample_steps: int = _f(50, "DDIM steps for previews")
+    sample_steps: int = _f(50, "DDIM steps for previews (a consistency model: consistency sampling, at most 2 "
+                               "steps, on its default noise levels)")
     tensorboard: bool = _f(False, "also write a TensorBoard log (loss, learning rate, gradient norm, validation loss) "
                                   "in the run folder's tb/ (needs the tensorboard extra)")
 
@@ -127,6 +165,7 @@ class Config:
     path: PathConfig = field(default_factory=PathConfig)
     net: NetConfig = field(default_factory=NetConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     log: LogConfig = field(default_factory=LogConfig)
     run: RunConfig = field(default_factory=RunConfig)

@@ -169,6 +169,8 @@ def to_toml(cfg: Config) -> str:
     """The config as TOML tables (None values are left out: they mean the default)."""
     lines: list[str] = []
     for table, tab in to_dict(cfg).items():
+        if table == "consistency" and cfg.objective.prediction != "consistency":
+            continue  # read only for consistency models (and all at their defaults otherwise, in a valid config)
         lines.append(f"[{table}]")
         for k, v in tab.items():
             # [path]: only the keys of its kind (the others are at their defaults in a valid config)

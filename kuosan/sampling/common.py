@@ -14,7 +14,9 @@ from ..broadcast import batch_times
 from ..denoiser import Denoiser
 from ..paths import Path, coefficients
 
-Callback = Callable[[int, Tensor, Tensor], None]  # (step i, state after the step, x̂_0 used by the step)
+# (step i, state after the step, x̂_0 used by the step) -> None, or a tensor that replaces the state (the step
+# hook: projections, inpainting); samplers keep their own model-output history either way
+Callback = Callable[[int, Tensor, Tensor], "Tensor | None"]
 
 
 def steps(grid: list[float], progress: bool = False, desc: str = "sampling") -> Iterable[tuple[float, float]]:

@@ -62,7 +62,9 @@ def ddpm(D: Denoiser, x: Tensor, ts: Tensor, *, variance: VarianceKind = "beta_t
             x_prev = x_prev + var.sqrt() * noise_like(noise, x)
         x = x_prev
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x
 
 
@@ -96,5 +98,7 @@ def ddim(D: Denoiser, x: Tensor, ts: Tensor, *, eta: float = 0.0, clip: float | 
             if eta > 0:
                 x = x + math.sqrt(c2) * noise_like(noise, x)
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x

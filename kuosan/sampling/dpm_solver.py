@@ -85,7 +85,9 @@ def dpmpp(D: Denoiser, x: Tensor, ts: Tensor, *, order: Literal[1, 2, 3] = 2, no
         if math.isfinite(hl_t) and order > 1:
             lams, x0s = (lams + [hl_t])[1 - order:], (x0s + [x0])[1 - order:]
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x
 
 
@@ -125,5 +127,7 @@ def dpm_solver_2s(D: Denoiser, x: Tensor, ts: Tensor, *, r: float = 0.5, noise: 
                 d = (1 - 1 / (2 * r)) * x0 + (1 / (2 * r)) * denoise(D, u, tu, cond)
             x = (s_s / s_t) * x + (a_s * psi(1, h)) * d
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ..denoiser import Counting, Denoiser
 from ..paths import PathError
+from .common import Callback
 from .grids import check_grid, make_grid
 from .noise import NoiseSource, check_seed
 from .registry import check_options, get_sampler
@@ -23,6 +24,18 @@ class NonFiniteSamplesError(RuntimeError):
     """A sampler returned NaN or ±∞ values (never returned silently)."""
 
 
+class WrongDenoiserError(ValueError):
+    """A sampler asked of a denoiser that does not give what it needs (a consistency model for an ODE sampler)."""
+
+
+def check_denoiser_kind(D: Denoiser, sampler: str) -> None:
+    """A consistency model (``kind = "consistency"``) runs only the consistency sampler: every other sampler
+    needs E[x_0|x_t], which it does not give."""
+    if getattr(D, "kind", None) == "consistency" and sampler != "consistency":
+        raise WrongDenoiserError(f"sampler {sampler!r} needs E[x_0|x_t]: a consistency model gives the ODE endpoint, "
+                                 "not E[x_0|x_t]; use --sampler consistency")
+
+
 def _check_count(value: Any, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be a positive integer, got {value!r}")
@@ -30,18 +43,22 @@ def _check_count(value: Any, what: str) -> int:
 
 
 def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, seed: int = 0, batch_size: int = 256,
-           device: torch.device | str = "cpu", grid: str = "uniform", spacing: str = "trailing",
+           device: torch.device | str = "cpu", grid: str | None = None, spacing: str = "trailing",
            ts: Tensor | None = None, cond: dict[str, Tensor] | None = None, progress: bool = False,
            stats: dict[str, Any] | None = None, first_index: int = 0, dtype: torch.dtype = torch.float32,
-           **options: Any) -> Tensor:
+           callback: Callback | None = None, **options: Any) -> Tensor:
     """shape[0] samples (returned on the CPU) with the sampler called ``sampler`` and ``steps`` steps.
 
-    The grid is ``ts`` if given (it must have steps + 1 points), else ``make_grid(D.path, steps, grid, spacing)``.
+    The grid is ``ts`` if given (it must have steps + 1 points), else ``make_grid(D.path, steps, grid, spacing)``;
+    with no ``grid``, the sampler's own default grid (the consistency sampler's noise levels), else ``uniform``.
     ``cond`` holds per-sample tensors (shape[0], ...), sliced per batch. ``options`` go to the sampler; one it does
-    not take is a ValueError (None means "not given"). ``stats``, if given, receives ``grid``, ``nfe`` (network
-    evaluations of one batch; the largest for adaptive solvers) and ``nfe_per_batch``.
+    not take is a ValueError (None means "not given"). ``callback(i, x, x̂_0)`` is passed to the sampler (once per
+    step; a tensor it returns replaces x). ``stats``, if given, receives ``grid``, ``nfe`` (network evaluations of
+    one batch; the largest for adaptive solvers) and ``nfe_per_batch``. A consistency model runs only the
+    consistency sampler (WrongDenoiserError).
     """
     spec = get_sampler(sampler)
+    check_denoiser_kind(D, sampler)
     reason = spec.supports(D.path)
     if reason is not None:
         raise PathError(f"sampler {sampler!r} cannot run on this path: {reason}")
@@ -54,7 +71,8 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
         raise ValueError(f"shape must be a tuple of positive integers (n, *dims), got {shape!r}")
     n = shape[0]
     if ts is None:
-        ts = make_grid(D.path, steps, grid, spacing)
+        ts = spec.default_grid(D, steps) if (grid is None and spec.default_grid is not None) else \
+            make_grid(D.path, steps, grid or "uniform", spacing)
     else:
         ts = torch.as_tensor(ts, dtype=torch.float64)
         if ts.ndim != 1 or ts.numel() != steps + 1:
@@ -72,7 +90,11 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(starts) * steps, desc=f"{sampler}, {n} samples", unit="step")
-    callback = (lambda i, x, x0: bar.update(1)) if bar is not None else None  # noqa: E731
+    step_hook = callback
+    if bar is not None:
+        def step_hook(i: int, x: Tensor, x0: Tensor) -> Tensor | None:
+            bar.update(1)
+            return callback(i, x, x0) if callback is not None else None
     outs: list[Tensor] = []
     nfes: list[int] = []
     try:
@@ -82,7 +104,7 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
             x_T = D.path.prior_std * noise(torch.empty((rows, *shape[1:]), dtype=dtype, device=device))
             c = {k: v[start:start + rows].to(device) for k, v in (cond or {}).items()}
             before = counter.nfe
-            out = spec.fn(counter, x_T, ts, noise=noise, cond=c, progress=False, callback=callback, **opts).cpu()
+            out = spec.fn(counter, x_T, ts, noise=noise, cond=c, progress=False, callback=step_hook, **opts).cpu()
             nfes.append(counter.nfe - before)
             bad = ~torch.isfinite(out.reshape(rows, -1)).all(1)
             if bool(bad.any()):

@@ -38,7 +38,9 @@ def euler(D: Denoiser, x: Tensor, ts: Tensor, *, noise: NoiseSource | None = Non
             a_s, s_s, _ = coef(s)
             x = a_s * x0 + s_s * eps_hat(x, x0, a_t, s_t)
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x
 
 
@@ -63,6 +65,8 @@ def heun(D: Denoiser, x: Tensor, ts: Tensor, *, noise: NoiseSource | None = None
                 x_e = x_e + (0.5 * a_s * (s_s / a_s - s_t / a_t)) * (e_e - e)
             x = x_e
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x
 

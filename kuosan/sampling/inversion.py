@@ -59,5 +59,7 @@ def ddim_invert(D: Denoiser, x0: Tensor, ts: Tensor, cond: dict[str, Any] | None
             x_t = a_t * x0_hat + s_t * e
         x = x_t
         if callback is not None:
-            callback(i, x, x0_hat)
+            hooked = callback(i, x, x0_hat)
+            if hooked is not None:
+                x = hooked
     return x

@@ -40,7 +40,10 @@ def ode(D: Denoiser, x: Tensor, ts: Tensor, *, rtol: float = 1e-5, atol: float =
     (fractional t allowed), and the step into t = 0 is a denoise at ts[-2] (σ̃ there is small: logsnr/karras
     grids end at σ̃ ≈ 0.01 on the linear chain). The interior grid points are where ``callback(i, x_{t_{i+1}}, x̂_0)``
     reports the state (interpolated; x̂_0 is each sample's latest evaluation), once per grid step. The NFE is
-    whatever the solver used plus one (plus one in ``enter``): count it with Counting.
+    whatever the solver used plus one (plus one in ``enter``): count it with Counting. A callback may replace
+    the state (the step hook) only at the last step, or on a grid with nothing to integrate: inside the adaptive
+    integration every row is already past a grid time when it is reported, so a replacement there is a ValueError
+    (returning the reported tensor itself changes nothing and is allowed).
     """
     if method not in METHODS:
         raise ValueError(f"unknown adaptive ODE method {method!r}; choose one of {', '.join(METHODS)}")
@@ -56,11 +59,16 @@ def ode(D: Denoiser, x: Tensor, ts: Tensor, *, rtol: float = 1e-5, atol: float =
 
         bar = tqdm(total=n, desc="ode", leave=False)
 
-    def report(i: int, x_i: Tensor, x0_i: Tensor) -> None:
-        if callback is not None:
-            callback(i, x_i, x0_i)
+    def report(i: int, x_i: Tensor, x0_i: Tensor) -> Tensor | None:
+        hooked = callback(i, x_i, x0_i) if callback is not None else None
         if bar is not None:
             bar.update(1)
+        return None if hooked is x_i else hooked
+
+    def report_inside(i: int, x_i: Tensor, x0_i: Tensor) -> None:
+        if report(i, x_i, x0_i) is not None:
+            raise ValueError("the adaptive ode sampler cannot replace its state between grid points (the step hook "
+                             "of projections and inpainting): use a fixed-step sampler")
 
     u_end = -0.5 * coefficients(path, t_end)[2]
     if n > 1 and math.isfinite(u_end):
@@ -69,7 +77,7 @@ def ode(D: Denoiser, x: Tensor, ts: Tensor, *, rtol: float = 1e-5, atol: float =
         x_in = leave(path, y, u0)
         first = sum(u >= u0 for u in us)  # interior points inside enter's DDIM jump: report its end state
         for i in range(first):
-            report(i, x_in, x_in)
+            report_inside(i, x_in, x_in)
         B, ones = x.shape[0], [1] * (x.ndim - 1)
 
         def f(tau: Tensor, y_r: Tensor, rows: Tensor) -> tuple[Tensor, Tensor]:
@@ -78,16 +86,20 @@ def ode(D: Denoiser, x: Tensor, ts: Tensor, *, rtol: float = 1e-5, atol: float =
             return -dy_du, x0
 
         def on_stop(j: int, y_j: Tensor, x0_j: Tensor) -> None:
-            report(first + j, leave(path, y_j, us[first + j]), x0_j)
+            report_inside(first + j, leave(path, y_j, us[first + j]), x0_j)
 
         y = solve(f, y, u0 - u_end, rtol=rtol, atol=atol, method=method, stops=[u0 - u for u in us[first:]],
                   on_stop=on_stop)
         x = leave(path, y, u_end)
     else:  # one step, or a last positive time still at α = 0 (nothing to integrate): the steps before it keep x
         for i in range(n - 1):
-            report(i, x, x)
+            hooked = report(i, x, x)
+            if hooked is not None:
+                x = hooked
     x0 = denoise(D, x, t_end, cond)
-    report(n - 1, x0, x0)
+    hooked = report(n - 1, x0, x0)
+    if hooked is not None:
+        x0 = hooked
     if bar is not None:
         bar.close()
     return x0

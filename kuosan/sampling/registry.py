@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..paths import Path
 from .common import infinite_noise_at
+from .consistency import consistency, default_grid
 from .ddpm import ddim, ddpm
 from .dpm_solver import dpm_solver_2s, dpmpp
 from .edm import euler, heun
@@ -47,12 +48,15 @@ class SamplerSpec:
     name: str
     fn: Callable[..., Tensor]
     deterministic: bool  # no noise beyond x_T (with default options): can be optimised, inverted, compared
-    order: int | None  # convergence order (weak order for stochastic samplers); None for adaptive solvers
+    order: int | None  # convergence order (weak order for stochastic samplers); None for adaptive solvers and for
+    # consistency sampling (it maps to the endpoint in one evaluation: no discretisation error that steps reduce)
     options: frozenset[str]  # keywords the sampler takes beyond STANDARD_KEYWORDS
     nfe_fn: NfeFn
     refusal: Callable[[Path], str | None] = any_path  # the reason it cannot run on a path, or None
     paths: str = "any"  # the paths it runs on, in words
     summary: str = ""
+    # the grid when none is asked for: (D, steps) -> times (steps + 1,); None: make_grid's uniform trailing grid
+    default_grid: Callable[[Any, int], Tensor] | None = None
 
     def nfe(self, steps: int, path: Path | None = None, *, t0: float | None = None, **options: Any) -> int | None:
         """Network evaluations for ``steps`` steps (None: adaptive); with ``path``, for a grid starting at ``t0``
@@ -134,5 +138,8 @@ for _spec in (
     SamplerSpec("sde", sde, False, 1, frozenset(), _n, summary="Euler–Maruyama on the reverse SDE (Eq. (6))"),
     SamplerSpec("pc", pc, False, 1, frozenset({"snr", "corrector_steps", "predictor"}), _pc,
                 summary="predictor–corrector (Song et al. 2021 Alg. 5)"),
+    SamplerSpec("consistency", consistency, False, None, frozenset(), _n,
+                summary="multistep consistency sampling (Song et al. 2023 Alg. 1); stochastic with steps > 1",
+                default_grid=default_grid),
 ):
     register(_spec)

@@ -99,7 +99,9 @@ def sde(D: Denoiser, x: Tensor, ts: Tensor, *, noise: NoiseSource | None = None,
         x0, score = _score(D, x, t, coef, cond)
         x = _step(path, coef, "euler_maruyama", x, x0, score, t, s, noise)
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x
 
 
@@ -146,5 +148,7 @@ def pc(D: Denoiser, x: Tensor, ts: Tensor, *, snr: float = 0.16, corrector_steps
         x0, score = _score(D, x, t, coef, cond)
         x = _step(path, coef, predictor, x, x0, score, t, s, noise)
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x

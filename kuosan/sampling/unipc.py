@@ -96,5 +96,7 @@ def unipc(D: Denoiser, x: Tensor, ts: Tensor, *, order: Literal[1, 2, 3] = 2, co
         if math.isfinite(hl_t) and order > 1:
             lams, x0s = (lams + [hl_t])[1 - order:], (x0s + [x0_now])[1 - order:]
         if callback is not None:
-            callback(i, x, x0_now)
+            hooked = callback(i, x, x0_now)
+            if hooked is not None:
+                x = hooked
     return x

@@ -149,8 +149,10 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
         train_ds, val_ds = split(ds, cfg.data.val_fraction, cfg.run.seed)
         meta = data_meta(ds)
         path, param = make_path_from(cfg), make_param_from(cfg)
-        obj = make_objective_from(cfg, path, param, bits=meta["bits"])
-        val_obj = make_objective_from(cfg, path, param, bits=meta["bits"])  # its own (untouched) time sampler
+        obj = make_objective_from(cfg, path, param, bits=meta["bits"], device=device, data_shape=meta["shape"])
+        # its own (untouched) time sampler; a consistency objective is stateless and may hold a teacher: shared
+        val_obj = obj if cfg.objective.prediction == "consistency" else make_objective_from(cfg, path, param,
+                                                                                            bits=meta["bits"])
         probe = meta_net(lambda: build_net(cfg, meta))  # sizes checked before anything is allocated
         if ckpt is not None:
             check_tensors(ckpt.model, probe.state_dict(), f"checkpoint {str(ckpt.path)!r}")
@@ -159,7 +161,8 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
             check_disk(run_dir, probe)
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every process and every run of this seed
         net = build_net(cfg, meta).to(device)
-        guard = Guard(net)  # measures the seeded initial weights
+        from_teacher = ckpt is None and _init_from_teacher(cfg, net)  # cd / ect: start from the teacher's weights
+        guard = Guard(net)  # measures the initial weights
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
                                 betas=(0.9, 0.999))
         ema = EMA(net, cfg.optim.ema_decay, cfg.optim.ema_warmup)
@@ -175,9 +178,12 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
         ema_den = make_denoiser(ema_net, cfg, path)
         use_bf16 = cfg.run.precision == "bf16" or (cfg.run.precision == "auto" and bf16_is_fast(device))
         X, Y = train_ds.x.to(device), (train_ds.y.to(device) if train_ds.y is not None else None)
+        Z = train_ds.noise.to(device) if train_ds.noise is not None else None  # paired data (reflow): each x's ε
         if is_main:
             write_text_atomic(run_dir / "config.toml", to_toml(cfg))
         log = RunLog(run_dir, start, end, cfg.optim.batch_size, is_main, progress)
+        if from_teacher and is_main:
+            log.note(f"initialised the weights from the teacher run {cfg.consistency.teacher!r}")
     except Interrupted as e:
         raise Interrupted(e.signum, f"stopped by {signal_name(e.signum)} during start-up; nothing was trained; "
                                     f"{kept(run_dir)}") from None
@@ -216,6 +222,8 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
         x0 = val_ds.x[:512]
         t = val_obj.times.sample(len(x0), g)[0]
         eps = torch.randn(x0.shape, generator=g)
+        if val_ds.noise is not None:  # paired data (reflow): each held-out example's own ε
+            eps = val_ds.noise[:512]
         y = val_ds.y[:512].to(device) if (cfg.data.class_cond and val_ds.y is not None) else None
         with torch.no_grad():
             terms = val_obj(ema_den.raw, x0.to(device), t=t.to(device), eps=eps.to(device),
@@ -225,8 +233,14 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
     def preview(step: int) -> None:
         def draw() -> None:
             ema.copy_to(ema_net)
-            x = sample_preview(ema_den, meta["shape"], cfg.log.n_samples, cfg.log.sample_steps, cfg.run.seed,
-                               device)
+            if getattr(ema_den, "kind", None) == "consistency":  # consistency sampling on its default levels
+                from ..sampling import sample
+
+                x = sample(ema_den, "consistency", (cfg.log.n_samples, *meta["shape"]), min(2, cfg.log.sample_steps),
+                           seed=cfg.run.seed, device=device)
+            else:
+                x = sample_preview(ema_den, meta["shape"], cfg.log.n_samples, cfg.log.sample_steps, cfg.run.seed,
+                                   device)
             save_preview(x, run_dir, step if cfg.log.sample_every else None,
                          ds.x[:2000] if ds.kind == "vector" else None)
 
@@ -236,7 +250,7 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
     stopped_at, saved, step = None, None, start
     try:
         for step in range(start, end):
-            batch = draw_batch(cfg, obj, X, Y, ds.num_classes, step, rank, world)
+            batch = draw_batch(cfg, obj, X, Y, ds.num_classes, step, rank, world, noise=Z)
             res = train_step(cfg, net, trainer.raw, obj, batch, opt, step, world, use_bf16, stop=sig.requested)
             stop = res.stop or (world == 1 and sig.requested)
             problem = guard.after_step(res.ok, res.loss)
@@ -291,6 +305,17 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
         raise Interrupted(e.signum, f"stopped by {signal_name(e.signum)} after the run finished; its final "
                                     f"checkpoint is in {str(final)!r}") from None
     return run_dir
+
+
+def _init_from_teacher(cfg: Config, net: nn.Module) -> bool:
+    """A fresh consistency run with method cd or ect and a consistency.teacher starts from the teacher's weights
+    (kuosan.families.distill.init_from_teacher; False when it could not); every process does the same."""
+    c = cfg.consistency
+    if cfg.objective.prediction != "consistency" or c.method not in ("cd", "ect") or not c.teacher:
+        return False
+    from ..families.distill import init_from_teacher
+
+    return bool(init_from_teacher(cfg, net))
 
 
 def _time_sampler_state(obj: Any) -> dict[str, torch.Tensor] | None:

@@ -1,4 +1,7 @@
-"""What a run writes besides checkpoints: log.csv rows, the progress bar, preview samples, the loss plot.
+"""What a run writes besides checkpoints: log.csv rows, the progress bar, preview samples, the training panels
+(loss and validation loss, learning rate, gradient norm: loss.png) and, with log.tensorboard, a TensorBoard log in
+RUN/tb/ (the same scalars as log.csv, through torch.utils.tensorboard; the tensorboard package is the optional
+extra ``kuosan[tensorboard]``, checked at start: without it the run does not begin).
 
 None of it is essential: a line or picture that cannot be written (a full disk, a read-only file) is a one-line
 warning on stderr (once per kind), never the end of a run. Pictures are written under a temporary name and
@@ -19,13 +22,43 @@ import torch
 from torch import Tensor
 
 FIELDS = ["step", "loss", "lr", "grad_norm", "val_loss", "samples_per_s", "elapsed_s"]
+# log.csv column -> TensorBoard tag
+TB_TAGS = {"loss": "loss/train", "val_loss": "loss/validation", "lr": "optim/lr", "grad_norm": "optim/grad_norm",
+           "samples_per_s": "speed/samples_per_s"}
+
+
+class TensorBoardUnavailable(ValueError):
+    """log.tensorboard asked for a TensorBoard log, but the tensorboard package is not installed."""
+
+
+def check_tensorboard(wanted: bool) -> None:
+    """TensorBoardUnavailable (one line) when ``wanted`` and torch.utils.tensorboard cannot be imported."""
+    if not wanted:
+        return
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise TensorBoardUnavailable("log.tensorboard = true (--tensorboard) needs the tensorboard package: "
+                                     "pip install 'kuosan[tensorboard]'") from None
+
+
+def open_tensorboard(run_dir: Path, start: int) -> Any:
+    """A SummaryWriter on RUN/tb/; on resume from step ``start`` > 0, events a stopped process logged after its
+    checkpoint (steps > start) are purged from TensorBoard's view, so the log continues like the run itself."""
+    check_tensorboard(True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(log_dir=str(run_dir / "tb"), purge_step=start + 1 if start > 0 else None)
 
 
 class RunLog:
     """Averages losses between rows and appends one row to ``log.csv`` every log.log_every steps (main
-    process only); a resumed run appends to its log, a fresh one starts it with the header."""
+    process only); a resumed run appends to its log, a fresh one starts it with the header. With ``tensorboard``
+    each row also goes to RUN/tb/ (TensorBoardUnavailable at once when the package is missing)."""
 
-    def __init__(self, run_dir: Path, start: int, end: int, batch_size: int, enabled: bool, progress: bool):
+    def __init__(self, run_dir: Path, start: int, end: int, batch_size: int, enabled: bool, progress: bool,
+                 tensorboard: bool = False):
+        check_tensorboard(tensorboard)  # every process: a missing package stops the run before any step
         self.path, self.batch_size, self.enabled = run_dir / "log.csv", batch_size, enabled
         self.acc, self.n, self.gn = 0.0, 0, 0.0
         self.t0 = self.last_t = time.time()
@@ -33,6 +66,7 @@ class RunLog:
         self.warned: set[str] = set()
         if enabled and (start == 0 or not self.path.exists()):
             self.attempt("log.csv", lambda: self._write("w", FIELDS))
+        self.tb = open_tensorboard(run_dir, start) if (enabled and tensorboard) else None
         from tqdm.auto import tqdm
 
         self.bar = tqdm(total=end, initial=start, disable=not (progress and enabled), desc="training",
@@ -80,13 +114,25 @@ class RunLog:
         self.attempt("log.csv", lambda: self._write("a", [
             done, f"{self.acc / n:.6g}", f"{lr:.6g}", f"{self.gn / n:.4g}", "" if val is None else f"{val:.6g}",
             f"{rate:.1f}", f"{now - self.t0:.2f}"]))
+        if self.tb is not None:
+            values = {"loss": self.acc / n, "lr": lr, "grad_norm": self.gn / n, "val_loss": val, "samples_per_s": rate}
+            self.attempt("tb/", lambda: self._tb_row(done, values))
         self.bar.set_postfix(loss=f"{self.acc / n:.4f}", img_s=f"{rate:.0f}")
         self.acc, self.n, self.gn, self.last_t, self.last_step = 0.0, 0, 0.0, now, done
 
+    def _tb_row(self, step: int, values: dict[str, float | None]) -> None:
+        for key, v in values.items():
+            if v is not None:
+                self.tb.add_scalar(TB_TAGS[key], v, step)
+        self.tb.flush()
+
     def close(self) -> None:
         self.bar.close()
+        if self.tb is not None:
+            self.attempt("tb/", self.tb.close)
 
     def plot(self, out: Path) -> None:
+        """The training panels (kuosan.viz.plot_loss: loss with validation loss, learning rate, gradient norm)."""
         from ..viz import plot_loss
 
         self.attempt(out.name, lambda: write_picture(out, lambda tmp: plot_loss(self.path, tmp)))

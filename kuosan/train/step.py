@@ -1,9 +1,10 @@
 """One training step: draw the step's batch from its own generator, then one AdamW update (clip first).
 
 Each step draws, for the *global* batch and in this order, from ``step_generator(seed, step)``: data indices,
-times t (``obj.times.sample``: the objective owns time), noise ε, and the label-dropout mask; each process
-keeps its slice; the global RNG (dropout masks) is seeded per (seed, step, rank). So the randomness of a step depends only on (seed, step): resume is exact and N processes
-train what one would.
+times t (``obj.times.sample``: the objective owns time; a sampler with ``curriculum = True`` is also given the
+step), noise ε, and the label-dropout mask; each process keeps its slice; the global RNG (dropout masks) is
+seeded per (seed, step, rank). So the randomness of a step depends only on (seed, step): resume is exact and N
+processes train what one would.
 """
 
 from __future__ import annotations
@@ -36,23 +37,26 @@ def lr_at(cfg: Config, step: int) -> float:
 @dataclass
 class Batch:
     x0: Tensor  # (b, *D) this process's data
-    t: Tensor  # (b,) float64 times
+    t: Tensor  # (b,) float64 times; (b, 2) noise-level pairs (σ_hi, σ_lo) for the consistency objective
     eps: Tensor  # (b, *D) noise
     cond: dict[str, Tensor] | None  # {"y": (b,) labels, num_classes = the null label} with class_cond
     weight: Tensor | None  # (b,) importance weights of t (None: t drawn from the plain sampler)
-    t_all: Tensor  # (B,) the global batch's times (the importance sampler's history needs all of them)
+    t_all: Tensor  # (B,) (or (B, 2)) the global batch's times (the importance sampler's history needs all of them)
 
 
 def draw_batch(cfg: Config, obj: Any, X: Tensor, Y: Tensor | None, num_classes: int, step: int, rank: int,
-               world: int) -> Batch:
-    """The step's batch for process ``rank`` of ``world`` (X, Y on the training device)."""
+               world: int, noise: Tensor | None = None) -> Batch:
+    """The step's batch for process ``rank`` of ``world`` (X, Y on the training device); with paired data (reflow),
+    ``noise`` (N, *D) on that device is each example's coupled ε, used as ε = noise[idx]."""
     B = cfg.optim.batch_size
     b = B // world
     sl = slice(rank * b, (rank + 1) * b)
     g = step_generator(cfg.run.seed, step)
     idx = torch.randint(len(X), (B,), generator=g)[sl]
-    t_all, w_all = obj.times.sample(B, g)
-    eps = torch.randn((B, *X.shape[1:]), generator=g)[sl]
+    # a curriculum sampler (the consistency objective's levels) is told the step: its discretisation follows it
+    t_all, w_all = obj.times.sample(B, g, step=step) if getattr(obj.times, "curriculum", False) \
+        else obj.times.sample(B, g)
+    eps = torch.randn((B, *X.shape[1:]), generator=g)[sl]  # drawn for paired data too: later draws stay put
     drop = torch.rand(B, generator=g)[sl] < cfg.data.p_uncond
     torch.manual_seed(cfg.run.seed * 1_000_003 + step * world + rank)  # the network's dropout masks
     dev = X.device
@@ -61,7 +65,8 @@ def draw_batch(cfg: Config, obj: Any, X: Tensor, Y: Tensor | None, num_classes: 
     if cfg.data.class_cond:
         assert Y is not None
         cond = {"y": torch.where(drop.to(dev), num_classes, Y[idx])}
-    return Batch(X[idx], t_all[sl].to(dev), eps.to(dev, X.dtype), cond,
+    eps = eps.to(dev, X.dtype) if noise is None else noise[idx].to(X.dtype)
+    return Batch(X[idx], t_all[sl].to(dev), eps, cond,
                  None if w_all is None else w_all[sl].to(dev), t_all)
 
 

@@ -129,7 +129,9 @@ def solve(D: Denoiser, x: Tensor, ts: Tensor, co: dict[str, Tensor], cond: dict[
                 d = d + w * dk
             x = (sigma[i + 1] / sigma[i]) * (1 + c[i]) * x + alpha[i + 1] * (-torch.expm1(-h)) * (1 + g[i]) * d
         if callback is not None:
-            callback(i, x, x0)
+            hooked = callback(i, x, x0)
+            if hooked is not None:
+                x = hooked
     return x
 
 

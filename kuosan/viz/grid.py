@@ -1,12 +1,10 @@
-"""Pictures of a run: sample grids (images), scatter/line plots (vectors), the loss curve."""
+"""Sample pictures: image grids (images), scatter plots (2-D vectors) and line plots (longer vectors)."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -28,11 +26,12 @@ def image_grid(x: Tensor, nrow: int | None = None, pad: int = 1, scale: int = 0)
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
 
 
-def save_samples(x: Tensor, path: str | Path, reference: Tensor | None = None) -> None:
-    """Images -> PNG grid; 2-D vectors -> scatter; longer vectors -> line plot of the first 16 curves."""
+def save_samples(x: Tensor, path: str | Path, reference: Tensor | None = None, nrow: int | None = None) -> None:
+    """Images -> PNG grid (``nrow`` images a row, default square); 2-D vectors -> scatter; longer vectors -> line
+    plot of the first 16 curves."""
     path = Path(path)
     if x.ndim == 4:
-        image_grid(x).save(path)
+        image_grid(x, nrow=nrow).save(path)
         return
     import matplotlib
 
@@ -52,33 +51,6 @@ def save_samples(x: Tensor, path: str | Path, reference: Tensor | None = None) -
         for row in x[:16]:
             ax.plot(row.numpy(), lw=1)
         ax.set_xlabel("index")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def plot_loss(log_csv: str | Path, path: str | Path) -> None:
-    """The training (and validation) loss against step, log scale, from the run's CSV log."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with open(log_csv) as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return
-    step = np.array([float(r["step"]) for r in rows])
-    loss = np.array([float(r["loss"]) for r in rows])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(step, loss, label="train loss")
-    val = [(float(r["step"]), float(r["val_loss"])) for r in rows if r.get("val_loss")]
-    if val:
-        ax.plot(*zip(*val), "o-", label="validation loss (EMA)")
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss")
-    ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
