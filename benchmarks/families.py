@@ -30,10 +30,10 @@ training time of each.
   1-step FD / 2.
 - **Time.** "train s" is each training loop's own clock (log.csv elapsed_s); "total s" adds what the model needs
   before it: the 1-RF's training and drawing the pairs for 2-RF, the EDM teacher's training for CD. Budgets
-  (BUDGETS; each a flag): the mixture's trainings are sub-minute on one idle CPU core (an MLP 128 wide, 3 blocks, batch 256);
-  digits use kuosan's default U-Net (about a minute per 1000 steps on 2 cores), so the digits half takes about an
-  hour on a CPU (trainings ~35 min, the teacher's 1000 Heun steps and the sampling the rest); ``--device cuda``
-  runs both on a GPU.
+  (BUDGETS; each a flag): the mixture's trainings are sub-minute on one idle CPU core (an MLP 128 wide, 3 blocks,
+  batch 256); digits use kuosan's default U-Net (about a minute per 1000 steps on 2 cores), so the digits half
+  takes about an hour on a CPU (trainings ~35 min, the teacher's 1000 Heun steps and the sampling the rest);
+  ``--device cuda`` runs both on a GPU.
 
 The mixture (MIXTURE below) was fixed in this script before its first run; no setting was tuned on it (the
 budgets come from timings on kuosan's ``ring`` toy, and only --quick smoke runs have touched it).

@@ -86,7 +86,8 @@ def _sampler_options(p: Any) -> None:
     s = _samplers()
     names = [k for k in s if k != "bespoke"]
     g = p.add_argument_group("sampler")
-    g.add_argument("--sampler", default="ddim", choices=names, metavar="{" + "|".join(names) + "}")
+    g.add_argument("--sampler", default="ddim", choices=names, metavar="{" + "|".join(names) + "}",
+                   help="the sampler (default: ddim)")
     g.add_argument("--steps", type=_bounded(1, 1000), default=20, help="sampling steps (default: 20)")
     g.add_argument("--grid", default="uniform", choices=GRIDS, help="time grid (default: uniform)")
     g.add_argument("--spacing", default=None, choices=("leading", "trailing", "linspace"),
@@ -211,38 +212,13 @@ def _curve(args: Any, out: FilePath, gif: FilePath | None) -> dict[str, Any]:
 
 
 def _covariance(args: Any, out: FilePath, gif: Any) -> dict[str, Any]:
-    import torch
-
     from ..viz import covariance, sources
 
     path, run = _path_or_run(args)
     if run is not None and args.data is not None:
         raise UsageError("--run takes the run's own data: leave out --data")
     spec = run["cfg"].data.name if run is not None else (args.data or "curves")
-    g = torch.Generator().manual_seed(args.seed)
-    if spec == "curves":  # seed 001's Gaussian curves: Σ_0 exact, x_0 drawn from it
-        from ..data import curves_covariance
-
-        sigma0 = torch.as_tensor(curves_covariance(), dtype=torch.float64)
-        x0 = torch.randn(args.n, len(sigma0), generator=g, dtype=torch.float64) @ torch.linalg.cholesky(sigma0).T
-        what = "the curves data (exact Σ₀)"
-    else:
-        if spec.lower().endswith((".npy", ".csv")):
-            x0, kind = sources.load_vectors(spec), "vector"
-        else:
-            ds = sources.load_data(spec, None, args.seed)
-            x0, kind = ds.x.to(torch.float64), ds.kind
-        if kind == "image":
-            x0 = sources.image_patches(x0, args.patch or 4, args.n, g)
-            what = f"{args.patch or 4}x{args.patch or 4} patches of {spec}"
-        else:
-            if args.patch is not None:
-                raise UsageError(f"--patch applies to image data; {spec!r} holds vectors")
-            x0 = x0.reshape(len(x0), -1)[: args.n]
-            what = spec
-        if x0.shape[1] > 1024:
-            raise UsageError(f"{spec!r}: vectors of dimension {x0.shape[1]}; at most 1024 for a covariance picture")
-        sigma0 = covariance.sample_cov(x0)
+    x0, sigma0, what = sources.covariance_data(spec, args.n, args.patch, args.seed)
     data = covariance.covariance_story(x0, sigma0, path, args.times, args.seed)
     data["source"] = what
     write_atomic(out, lambda tmp: covariance.draw_covariance(

@@ -14,7 +14,7 @@ Prediction = Literal["eps", "x0", "v", "velocity", "edm", "consistency"]
 ConsistencyMethod = Literal["ct", "cd", "ect"]
 LossType = Literal["l2", "l1", "huber"]
 Weighting = Literal["none", "vlb", "min_snr", "edm", "flow", "sigmoid"]
-TimeSampling = Literal["auto", "uniform_discrete", "uniform", "logit_normal", "log_normal", "importance"]
+TimeSampling = Literal["auto", "uniform_discrete", "uniform", "logit_normal", "log_normal", "importance", "t_max"]
 Precision = Literal["auto", "fp32", "bf16"]
 
 
@@ -83,7 +83,8 @@ class ObjectiveConfig:
     min_snr_gamma: float = _f(5.0, "min_snr weighting: γ")
     sigmoid_bias: float = _f(0.0, "sigmoid weighting: the bias b of w = sigmoid(b - λ)")
     time_sampling: TimeSampling = _f("auto", "how t is drawn (auto: uniform_discrete on discrete_vp, log_normal on "
-                                             "ve, uniform otherwise)")
+                                             "ve, uniform otherwise; t_max: only the noisiest time, the one-step "
+                                             "distillation of a reflowed flow)")
     time_mean: float | None = _f(None, "logit_normal: mean of logit(t/t_max) (default 0); log_normal: P_mean of "
                                        "ln σ̃ (default -1.2)")
     time_std: float | None = _f(None, "logit_normal: its std (default 1); log_normal: P_std (default 1.2)")

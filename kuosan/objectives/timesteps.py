@@ -19,7 +19,7 @@ from torch import Tensor
 from ..paths import VE, DiscreteVP, Path, f64, require_discrete
 from .weighting import dlog_snr_dt
 
-TimeSampling = Literal["auto", "uniform_discrete", "uniform", "logit_normal", "log_normal", "importance"]
+TimeSampling = Literal["auto", "uniform_discrete", "uniform", "logit_normal", "log_normal", "importance", "t_max"]
 TIME_SAMPLINGS: tuple[str, ...] = get_args(TimeSampling)
 
 
@@ -65,6 +65,21 @@ class Uniform:
 
     def density(self, t: Tensor) -> Tensor:
         return torch.full_like(f64(t), 1.0 / self.t_max)
+
+
+@dataclass(frozen=True)
+class Noisiest:
+    """t = t_max always: only the first step out of the prior is trained. On a rectified flow's own (noise, sample)
+    pairs this is Liu et al. 2023 §2.3's one-step distillation: the velocity at t = 1 maps x_1 to x_0 in one Euler
+    step. Draws (and discards) one U[0, 1) a sample, as ``Uniform`` does, so the step's later draws stay in place."""
+
+    t_max: float
+    kind: str = "t_max"
+    discrete: bool = False
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, None]:
+        u = torch.rand(n, generator=generator, dtype=torch.float64, device=_device(generator))
+        return torch.full_like(u, self.t_max), None
 
 
 @dataclass(frozen=True)
@@ -178,7 +193,7 @@ class Importance:
 
 
 _KW = {"uniform_discrete": (), "uniform": (), "logit_normal": ("mean", "std"), "log_normal": ("p_mean", "p_std"),
-       "importance": ("history", "uniform_mix")}
+       "importance": ("history", "uniform_mix"), "t_max": ()}
 
 
 def make_time_sampler(kind: str, path: Path, **kw: Any) -> TimeSampler:
@@ -201,4 +216,6 @@ def make_time_sampler(kind: str, path: Path, **kw: Any) -> TimeSampler:
         return LogNormal(path, **kw)
     if kind == "logit_normal":
         return LogitNormal(float(path.t_max), **kw)
+    if kind == "t_max":
+        return Noisiest(float(path.t_max))
     return Uniform(float(path.t_max))

@@ -71,6 +71,8 @@ def x0_weight(kind: str, path: Path, t: Tensor, *, param: Parameterisation | Non
             raise ValueError("weighting 'vlb' needs the time sampler (its density p(t))")
         if getattr(times, "discrete", False):
             return discrete_vlb_x0_weight(path, t)
+        if not hasattr(times, "density"):
+            raise ValueError(f"weighting 'vlb' divides by the density of t, and time sampling {times.kind!r} has none")
         # -½ dSNR/dt / p(t) with dSNR/dt = -2αΔ/σ³ (finite where α = 0, unlike dλ/dt)
         a, s = path.alpha(t), path.sigma(t)
         delta = a * path.dsigma_dt(t) - s * path.dalpha_dt(t)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from ..paths import Path, f64
 from .render import pyplot, save_png
+from .sources import describe_path
 
 
 def sample_cov(x: Tensor) -> Tensor:
@@ -64,7 +65,7 @@ def covariance_story(x0: Tensor, sigma0: Tensor, path: Path, u: Sequence[float],
     return {"u": u_t, "t": ts, "alpha": a, "sigma": s, "sigma0": sigma0, "closed": closed, "empirical": emp,
             "n": len(x0), "eig_signal": eig_signal, "eig_noise": eig_noise, "eig_closed": spectrum(closed),
             "eig_empirical": spectrum(emp), "rank99_signal": rank_for(eig_signal), "rank99_noise": len(sigma0),
-            "path": path.kind}
+            "path": describe_path(path)}
 
 
 def draw_covariance(data: dict[str, Any], out: Any, title: str = "") -> None:

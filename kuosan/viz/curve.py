@@ -21,6 +21,7 @@ from torch import Tensor
 from ..forward import jump_variance
 from ..paths import Path, f64
 from .render import figure_image, pyplot, save_png
+from .sources import describe_path
 
 HIST_RANGE = (-4.0, 4.0)
 HIST_BINS = 40
@@ -79,7 +80,7 @@ def curve_story(x0: Tensor, path: Path, frames: int = 40, seed: int = 0) -> dict
     hist = np.stack([np.histogram(row, bins=edges, density=False)[0] / (len(row) * (edges[1] - edges[0]))
                      for row in z.numpy()])
     return {"t": ts, "u": ts / path.t_max, "alpha": a, "sigma": s, "log_snr": path.log_snr(ts), "x0": x0, "x": x,
-            "scale": scale, "z": z, "hist": hist, "hist_edges": edges, "path": path.kind}
+            "scale": scale, "z": z, "hist": hist, "hist_edges": edges, "path": describe_path(path)}
 
 
 def _ylabel(data: dict[str, Any]) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 from PIL import Image
@@ -43,16 +43,10 @@ def palette(img: Image.Image) -> Image.Image:
     return img.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
 
 
-def save_png(fig: Any, path: str | Path) -> None:
-    """Write the figure as a palette PNG (the figure is closed)."""
+def save_png(fig: Any, path: str | Path | BinaryIO) -> None:
+    """Write the figure as a palette PNG to a path or a binary file object (a page serving pictures passes a
+    BytesIO); the figure is closed."""
     palette(figure_image(fig)).save(path, format="PNG", optimize=True)
-
-
-def png_bytes(fig: Any) -> bytes:
-    """The figure as palette-PNG bytes (for pages that serve pictures; the figure is closed)."""
-    buf = io.BytesIO()
-    palette(figure_image(fig)).save(buf, format="PNG", optimize=True)
-    return buf.getvalue()
 
 
 def save_gif(frames: Sequence[Image.Image], path: str | Path, fps: float = 8.0, hold_last: int = 4) -> None:

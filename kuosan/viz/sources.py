@@ -124,3 +124,44 @@ def image_patches(images: Tensor, size: int, n: int, generator: torch.Generator)
     p = images[k[:, None, None, None], torch.arange(C)[None, :, None, None],
                (i[:, None] + rows)[:, None, :, None], (j[:, None] + rows)[:, None, None, :]]
     return p.reshape(n, -1).to(torch.float64)
+
+
+def covariance_data(spec: str, n: int, patch: int | None, seed: int) -> tuple[Tensor, Tensor, str]:
+    """(x_0 (n, D) float64, Σ_0 (D, D), a description) for a covariance picture. ``curves``: draws of seed 001's
+    Gaussian curves and their exact covariance; vectors (.npy/.csv or a vector data set): a seeded subset of n rows
+    and the covariance of all rows; images: n random patch×patch patches (default 4) and their covariance."""
+    from .covariance import sample_cov  # (covariance.py imports this module)
+
+    g = torch.Generator().manual_seed(seed)
+    if spec == "curves":
+        from ..data import curves_covariance
+
+        if patch is not None:
+            raise VizInputError("--patch applies to image data; curves are vectors")
+        S = torch.as_tensor(curves_covariance(), dtype=torch.float64)
+        x0 = torch.randn(n, len(S), generator=g, dtype=torch.float64) @ torch.linalg.cholesky(S).T  # z Lᵀ ~ N(0, Σ)
+        return x0, S, "the curves data (exact Σ₀)"
+    if spec.lower().endswith((".npy", ".csv")):
+        x, kind = load_vectors(spec), "vector"
+    else:
+        ds = load_data(spec, None, seed)
+        x, kind = ds.x.to(torch.float64), ds.kind
+    if kind == "image":
+        p = patch or 4
+        x0 = image_patches(x, p, n, g)
+        return x0, sample_cov(x0), f"{p}x{p} patches of {spec}"
+    if patch is not None:
+        raise VizInputError(f"--patch applies to image data; {spec!r} holds vectors")
+    x = x.reshape(len(x), -1)
+    if x.shape[1] > 1024:
+        raise VizInputError(f"{spec!r}: vectors of dimension {x.shape[1]}; at most 1024 for a covariance picture")
+    rows = torch.randperm(len(x), generator=g)[:n].sort().values if n < len(x) else torch.arange(len(x))
+    return x[rows], sample_cov(x), spec
+
+
+def describe_path(path: Any) -> str:
+    """A path in words for titles: "discrete_vp cosine", "discrete_vp linear, zero terminal SNR", "ve", "flow"."""
+    if getattr(path, "T", None) is None:
+        return str(path.kind)
+    zero = ", zero terminal SNR" if getattr(path, "zero_terminal_snr", False) else ""
+    return f"discrete_vp {getattr(path, 'schedule', '')}{zero}"

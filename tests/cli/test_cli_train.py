@@ -35,13 +35,13 @@ def _overrides(argv):
 
 
 def test_flags_map_to_keys_and_set_comes_last():
-    got = _overrides(["--data", "moons", "--process", "flow", "--prediction", "velocity", "--steps", "7",
+    got = _overrides(["--data", "moons", "--path", "flow", "--prediction", "velocity", "--steps", "7",
                       "--class-cond", "--precision", "fp32", "--set", "optim.steps=9", "--channel-mult", "1,2,2"])
     assert got[-1] == "optim.steps=9"  # --set is applied after the flags: it wins
     assert {"data.name=moons", "path.kind=flow", "objective.prediction=velocity", "optim.steps=7",
             "data.class_cond=true", "run.precision=fp32", "net.channel_mult=1,2,2"} <= set(got)
     assert _overrides(["--no-class-cond"]) == ["data.class_cond=false"]
-    assert _overrides(["--path", "ve"]) == ["path.kind=ve"]  # --path is --process
+    assert _overrides(["--path", "ve"]) == ["path.kind=ve"]  # --path sets path.kind alone
     assert _overrides([]) == []  # nothing given, nothing forwarded: a config file's values stand
 
 

@@ -69,7 +69,7 @@ def test_covariance_of_curves_matches_the_closed_form(tmp_path):
         assert z["rank99_signal"] < 16 and z["rank99_noise"] == 64
 
 
-def test_covariance_of_vectors_and_image_patches(tmp_path):
+def test_covariance_of_vectors_and_image_patches(tmp_path, tiny_run):
     o = tmp_path
     rng = np.random.default_rng(0)
     np.save(o / "v.npy", rng.standard_normal((2000, 3)) @ np.array([[1.0, 0.5, 0], [0, 1.0, 0], [0, 0, 0.1]]))
@@ -83,6 +83,12 @@ def test_covariance_of_vectors_and_image_patches(tmp_path):
                  "--save-data", str(o / "p.npz")]) == 0
     with np.load(o / "p.npz") as z:
         assert z["sigma0"].shape == (4, 4) and str(z["source"]) == "2x2 patches of digits"
+    assert main(["viz", "covariance", "--run", str(tiny_run), "--patch", "3", "--n", "400", "--times", "1",
+                 "--out", str(o / "r.png"), "--save-data", str(o / "r.npz")]) == 0
+    with np.load(o / "r.npz") as z:  # the run's data (digits) and path (discrete_vp cosine: ᾱ_T ≈ 0)
+        assert z["sigma0"].shape == (9, 9) and str(z["path"]) == "discrete_vp cosine"
+        assert np.allclose(z["closed"][0], z["alpha"][0] ** 2 * z["sigma0"] + z["sigma"][0] ** 2 * np.eye(9))
+        assert within_sampling_error(z["empirical"], z["closed"], 400)
 
 
 def test_colour_noise_reaches_the_target(tmp_path):

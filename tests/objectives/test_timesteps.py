@@ -202,3 +202,27 @@ def test_importance_weighted_objective_is_unbiased():
     # and drawing t from the sampler is what the objective did: t then ε from the generator
     t, w = obj.times.sample(200_000, gen(7))
     assert torch.equal(r.t, t) and torch.equal(r.weight, w)
+
+
+def test_t_max_is_liu_et_als_one_step_distillation_loss():
+    """time_sampling 't_max' on the flow path with velocity prediction: the loss is ||v(x_1, 1) - (x_1 - x_0)||² on
+    the given pairs (Liu et al. 2023 §2.3), and it draws from the generator exactly as 'uniform' does."""
+    path = Linear()
+    obj = make_objective(path, "velocity", time_sampling="t_max")
+    x0, x1 = torch.randn(6, 3, generator=gen(1), dtype=torch.float64), torch.randn(6, 3, generator=gen(2),
+                                                                                    dtype=torch.float64)
+    W = torch.randn(3, 3, generator=gen(3), dtype=torch.float64)
+    seen = {}
+
+    def net(x, t):
+        seen["x"], seen["t"] = x, t
+        return x @ W
+
+    g1, g2 = gen(4), gen(4)
+    terms = obj(net, x0, generator=g1, eps=x1)
+    assert torch.all(terms.t == 1.0) and torch.equal(seen["x"], x1)  # α(1) = 0: the network sees x_1 alone
+    assert torch.allclose(terms.total, ((x1 @ W - (x1 - x0)) ** 2).mean(1), rtol=1e-12, atol=0)
+    make_time_sampler("uniform", path).sample(6, g2)
+    assert torch.equal(g1.get_state(), g2.get_state())
+    with pytest.raises(ValueError, match="density"):
+        make_objective(path, "velocity", time_sampling="t_max", weighting="vlb").loss_factor(terms.t)

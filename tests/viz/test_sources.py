@@ -52,3 +52,20 @@ def test_vectors_and_covariances(tmp_path):
         np.save(tmp_path / "b.npy", bad)
         with pytest.raises(VizInputError, match=match):
             load_covariance(tmp_path / "b.npy")
+
+
+def test_covariance_data_of_vectors_images_and_curves(tmp_path):
+    from kuosan.data import curves_covariance
+    from kuosan.viz.sources import covariance_data
+
+    v = np.random.default_rng(0).standard_normal((50, 3))
+    np.save(tmp_path / "v.npy", v)
+    x0, S, what = covariance_data(str(tmp_path / "v.npy"), 20, None, seed=1)
+    assert x0.shape == (20, 3) and np.allclose(S.numpy(), np.cov(v.T))  # a subset drawn, Σ_0 of all rows
+    assert all(any(np.allclose(r, w) for w in v) for r in x0.numpy())
+    x0, S, what = covariance_data("digits", 30, 3, seed=0)
+    assert x0.shape == (30, 9) and what == "3x3 patches of digits"
+    x0, S, _ = covariance_data("curves", 5, None, seed=0)
+    assert x0.shape == (5, 64) and np.allclose(S.numpy(), curves_covariance())
+    with pytest.raises(VizInputError, match="--patch applies to image data"):
+        covariance_data(str(tmp_path / "v.npy"), 20, 2, seed=0)
