@@ -125,11 +125,13 @@ def _swissroll(n: int | None = None, seed: int = 0) -> Dataset:
 
 
 def _ring(n: int | None = None, seed: int = 0) -> Dataset:
-    """8 Gaussians (std 0.05) evenly spaced on a circle of radius 2; kept unscaled so modes are known."""
+    """8 Gaussians (std 0.05) evenly spaced on a circle of radius 2, labelled by component (0-7, counter-clockwise
+    from angle 0); kept unscaled so modes are known."""
     rng = np.random.default_rng(seed)
-    angle = 2 * np.pi * rng.integers(8, size=n or 10000) / 8
+    k = rng.integers(8, size=n or 10000)
+    angle = 2 * np.pi * k / 8
     x = 2 * np.stack([np.cos(angle), np.sin(angle)], 1) + 0.05 * rng.standard_normal((len(angle), 2))
-    return _finish(x, None, "vector", "ring", None, None, seed)
+    return _finish(x, k, "vector", "ring", None, None, seed)
 
 
 def curves_covariance(dim: int = 64) -> np.ndarray:

@@ -185,7 +185,7 @@ class Constrained:
 def apply_constraints(args: argparse.Namespace, D: Any, meta: dict[str, Any], shape: tuple[int, ...], ts: Tensor,
                       *, seed: int = 0, first_index: int = 0) -> Constrained:
     """The constrained denoiser, step hook, cond, final projection and picture for ``args`` (shape: (n, *D))."""
-    from ..constraints import constrained, inpainting, make_constraint
+    from ..constraints import DEFAULT_RESAMPLE, constrained, inpainting, make_constraint
     from ..constraints.figure import inpainting_figure
     from .common import write_atomic
 
@@ -206,6 +206,11 @@ def apply_constraints(args: argparse.Namespace, D: Any, meta: dict[str, Any], sh
         plan = inpainting(D, ts, dims, mask, known, method, resample=args.resample, scale=args.dps_scale, box=box,
                           A=A, b=b, project_x0=args.project_x0, seed=seed)
         what = f"inpainting ({method})"
+        if method == "repaint":  # the hook's re-steps: not in the sampler's evaluation count
+            r = args.resample or DEFAULT_RESAMPLE
+            what += f", {(r - 1) * (len(ts) - 2)} of the evaluations per sample are its re-steps"
+        elif method == "dps":
+            what += ", each evaluation with a backward pass"
 
         def save(x: Tensor, out: Path) -> None:
             if out.suffix.lower() == ".npz":

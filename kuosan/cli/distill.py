@@ -3,11 +3,11 @@
 cd: consistency distillation (Song et al. 2023 Alg. 2), one step of a deterministic sampler of RUN as the ODE
 solver (--teacher-sampler); ect: easy consistency tuning (Geng et al. 2024), starting from RUN's own network (an
 edm-preconditioned RUN, whose network inputs are the consistency model's). The student's config is built from
-RUN's: the same [data] and [net] tables (and [run]), path.kind = ve with σ_max = min(80, RUN's largest σ̃),
-objective.prediction = consistency, [consistency] method/teacher/teacher_sampler; [optim] and [log] start from
-the defaults. Then the flags of ``kuosan train`` that do not redefine the model (network, optimisation, run,
---tensorboard, --set TABLE.KEY=VALUE, --stop-at) apply in that order. The run continues with
-``kuosan train --resume NEW_RUN``.
+RUN's: the same [data] and [net] tables, path.kind = ve with σ_max = min(80, RUN's largest σ̃),
+objective.prediction = consistency (objective.sigma_data from an edm RUN), [consistency] method, teacher (RUN's
+checkpoint folder) and teacher_sampler; [optim], [log], [run] and the rest start from the defaults. Then the
+flags of ``kuosan train`` that do not redefine the model (network, optimisation, run, --tensorboard, --set
+TABLE.KEY=VALUE, --stop-at) apply in that order. The run continues with ``kuosan train --resume NEW_RUN``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from .common import UsageError, add_quiet, positive_int
 # keys distill sets itself: a flag or --set naming one is refused, never silently overridden
 FIXED_KEYS = ("data.name", "data.class_cond", "path.kind", "objective.prediction", "consistency.method",
               "consistency.teacher", "log.out")
+COPIED_TABLES = ("data", "net")  # the student's tables taken from RUN's config
 STUDENT_SIGMA_MAX = 80.0  # Karras et al. 2022's σ_max (the ve path's default), lowered to the teacher's reach
 
 EPILOG = """\
@@ -58,15 +59,17 @@ def add_parser(sub: Any, help: str) -> None:
         for names, key in keep:
             spec = KEYS[key]
             dest, metavar = "key:" + key, names[0][2:].upper().replace("-", "_")
+            default = "RUN's" if table in COPIED_TABLES else None  # the teacher's value, not the config default
             if spec.type is bool:
                 g.add_argument(*names, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{spec.help} (default: {'on' if spec.default else 'off'})")
+                               help=f"{spec.help} (default: {default or ('on' if spec.default else 'off')})")
             elif spec.choices is not None:
                 g.add_argument(*names, dest=dest, default=None, choices=spec.choices, metavar=metavar,
-                               help=f"{spec.help} ({_value_help(spec)})")
+                               help=f"{spec.help} ({_value_help(spec)})" if default is None
+                               else f"{spec.help} (one of {', '.join(spec.choices)}; default: {default})")
             else:
                 g.add_argument(*names, dest=dest, default=None, type=_key_type(spec), metavar=metavar,
-                               help=f"{spec.help} ({_value_help(spec)})")
+                               help=f"{spec.help} ({_value_help(spec) if default is None else 'default: ' + default})")
         if table == "run":
             g.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                            help="set any other config key (repeatable; applied after the flags above)")
@@ -82,7 +85,8 @@ def student_config(teacher_cfg: Any, teacher: str, method: str, sampler: str | N
     from ..config import Config
 
     cfg = Config()
-    cfg.data, cfg.net, cfg.run = (copy.deepcopy(t) for t in (teacher_cfg.data, teacher_cfg.net, teacher_cfg.run))
+    for table in COPIED_TABLES:
+        setattr(cfg, table, copy.deepcopy(getattr(teacher_cfg, table)))
     cfg.path.kind, cfg.path.sigma_max = "ve", sigma_max
     cfg.objective.prediction = "consistency"
     if teacher_cfg.objective.prediction == "edm":  # the same c_in, so ECT/CD can start from the teacher's F
@@ -134,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
         reason = init_reason(cfg, tcfg)
         if reason is not None:
             raise UsageError(f"ect tunes the teacher's own network, and here it cannot: {reason} (use --method cd)")
-    check_device(cfg.run.device, allow_auto=True)  # the teacher's device may be absent here
+    check_device(cfg.run.device, allow_auto=True)
     from ..train import train
 
     run_dir = train(cfg.validate(), stop_at=args.stop_at, progress=not args.quiet)

@@ -143,9 +143,11 @@ def add_parser(sub: Any, help: str) -> None:
                    help="spacing of the uniform grid (default: trailing)")
     add_sampler_options(p, SAMPLERS, "sampler options (forwarded only when given; a sampler that does not take "
                                       "one refuses it)")
+    from .constraint_options import add_constraint_options
     from .guidance_options import add_guidance_options
 
     add_guidance_options(p)
+    add_constraint_options(p)
     s = p.add_argument_group("output")
     s.add_argument("--n", type=n_samples, default=64, help=f"number of samples, 1 to {MAX_SAMPLES} (default: 64)")
     s.add_argument("--seed", type=seed_int, default=0, help="seed, >= 0 (default: 0)")
@@ -217,6 +219,9 @@ def run(args: argparse.Namespace) -> int:
         CONSISTENCY_STEPS if consistency_model else DEFAULT_STEPS)
     opts = sampler_options(args)
     check_options(args.sampler, spec, opts, args)
+    from .constraint_options import apply_constraints, check_constraint_options
+
+    check_constraint_options(args, args.sampler)
     levels_ts = None
     if args.levels is not None:
         levels_ts = levels_grid(D.path, args.levels)
@@ -259,16 +264,23 @@ def run(args: argparse.Namespace) -> int:
         opts["analytic_table"] = estimate_analytic_table(
             D, data, ts[:-1][ts[:-1] > 0], half_range=1.0 if meta["kind"] == "image" else None,
             progress=progress)
+    con = apply_constraints(args, G, meta, shape, ts, seed=args.seed, first_index=args.first_index)
     stats: dict[str, Any] = {}
-    x = sample(G, args.sampler, shape, args.steps, seed=args.seed, first_index=args.first_index,
+    x = sample(con.denoiser, args.sampler, shape, args.steps, seed=args.seed, first_index=args.first_index,
                batch_size=args.batch_size, device=torch.device(device), ts=ts, progress=progress, stats=stats,
-               cond=cond, **opts)
-    if G is not counted and stats.get("nfe_per_batch"):  # network calls a sample: guidance may make two a step
-        stats["nfe"] = max(counted.nfe // len(stats["nfe_per_batch"]), 1)
+               cond={**(cond or {}), **con.cond} or None, callback=con.callback, **opts)
+    x = con.finish(x)
+    if con.denoiser is not counted and stats.get("nfe_per_batch"):  # network calls a sample: guidance and
+        stats["nfe"] = max(counted.nfe // len(stats["nfe_per_batch"]), 1)  # RePaint's re-steps add some
     where = f"noise levels {', '.join(f'{float(ve_sigma(D.path, t)):g}' for t in ts[:-1])}" if args.grid == "levels" \
         else f"the {args.grid} grid"
     print(f"{args.sampler} on {where}: {args.steps} steps, {stats['nfe']} network evaluations per sample")
-    _save(x, out, cond, grid_row_length(args, meta, args.n))
+    if con.note is not None:
+        print(con.note(x))
+    if con.save is not None:
+        con.save(x, out)
+    else:
+        _save(x, out, cond, grid_row_length(args, meta, args.n))
     print(f"wrote {args.n} samples to {out}")
     return 0
 

@@ -3,7 +3,8 @@
 A sampler is ``fn(D, x, ts, *, noise=None, cond=None, progress=False, callback=None, **options) -> x_0``: ``x`` is
 the state at ts[0] (B, *D), ``ts`` a descending float64 grid from <= D.path.t_max down to exactly 0 (N steps on
 N + 1 points, :mod:`.grids`), ``noise`` a :class:`NoiseSource` (per-sample streams; deterministic samplers ignore
-it), ``callback(i, x, x̂_0)`` is called once per step. Every sampler runs on every path with α(t_max) = 0 included
+it), ``callback(i, x, x̂_0)`` is called once per step; a tensor it returns replaces x (a projection after every
+step, :mod:`kuosan.constraints`). Every sampler runs on every path with α(t_max) = 0 included
 (each docstring says how it leaves σ̃ = ∞), except ancestral DDPM, which is defined on the discrete chain;
 ``SAMPLERS[name].supports(path)`` says why a sampler refuses a path. Count evaluations with
 :class:`kuosan.denoiser.Counting`. A consistency model (a denoiser with ``kind = "consistency"``) runs only the

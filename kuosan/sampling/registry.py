@@ -3,24 +3,25 @@ the benchmarks (no other list of samplers exists). ``register`` adds one (the be
 :mod:`kuosan.sampling.tuning` registers itself there).
 
 A sampler is a pure function ``fn(D, x, ts, *, noise=None, cond=None, progress=False, callback=None, **options)``
-returning x_0 (see :mod:`kuosan.sampling`); ``options`` names the keywords beyond those it takes.
+returning x_0 (see :mod:`kuosan.sampling`; a tensor the callback returns replaces x); ``options`` names the keywords beyond those it takes.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Callable, Mapping
 
 from torch import Tensor
 
-from ..paths import Path
+from ..paths import Path, f64, ve_sigma
 from .common import infinite_noise_at
 from .consistency import consistency, default_grid
 from .ddpm import ddim, ddpm
 from .dpm_solver import dpm_solver_2s, dpmpp
-from .edm import euler, heun
+from .edm import HEUN_SIGMA_MAX, euler, heun
 from .ode import ode
 from .sde import pc, sde
 from .unipc import unipc
@@ -57,11 +58,15 @@ class SamplerSpec:
     summary: str = ""
     # the grid when none is asked for: (D, steps) -> times (steps + 1,); None: make_grid's uniform trailing grid
     default_grid: Callable[[Any, int], Tensor] | None = None
+    # the σ̃ above which its first step is first order (saving an evaluation); σ̃ = ∞ always is
+    first_order_above: float = math.inf
 
     def nfe(self, steps: int, path: Path | None = None, *, t0: float | None = None, **options: Any) -> int | None:
         """Network evaluations for ``steps`` steps (None: adaptive); with ``path``, for a grid starting at ``t0``
         (default t_max): Heun, DPM-Solver-2 and PC save evaluations when it starts at σ̃ = ∞ (α = 0)."""
-        start_inf = path is not None and infinite_noise_at(path, path.t_max if t0 is None else t0)
+        t0 = (path.t_max if t0 is None else t0) if path is not None else None
+        start_inf = path is not None and (infinite_noise_at(path, t0) or
+                                          float(ve_sigma(path, f64(t0))) > self.first_order_above)
         return self.nfe_fn(steps, start_inf, options)
 
     def supports(self, path: Path) -> str | None:
@@ -131,7 +136,8 @@ for _spec in (
                 summary="UniPC-2 (UniP-2 + UniC, Zhao et al. 2023)"),
     SamplerSpec("unipc3", partial(unipc, order=3), True, 3, frozenset({"corrector", "variant"}), _n,
                 summary="UniPC-3"),
-    SamplerSpec("heun", heun, True, 2, frozenset(), _two_per_step, summary="EDM Heun (Karras et al. 2022 Alg. 1)"),
+    SamplerSpec("heun", heun, True, 2, frozenset(), _two_per_step, summary="EDM Heun (Karras et al. 2022 Alg. 1)",
+                first_order_above=HEUN_SIGMA_MAX),
     SamplerSpec("euler", euler, True, 1, frozenset(), _n, summary="EDM Euler (= DDIM)"),
     SamplerSpec("ode", ode, True, None, frozenset({"rtol", "atol", "method"}), _adaptive,
                 summary="adaptive Runge–Kutta on the PF-ODE (Song et al. 2021 Eq. (13))"),

@@ -32,7 +32,7 @@ from .guard import Guard, TrainingError, advice
 from .lock import RunLock
 from .preflight import check_disk, check_memory, meta_net
 from .resume import check_may_continue, restore, run_folder_of
-from .runlog import RunLog, sample_preview, save_preview
+from .runlog import RunLog, check_tensorboard, sample_preview, save_preview
 from .signals import Interrupted, StopSignals, signal_name
 from .step import draw_batch, lr_at, train_step
 from .threads import pick_threads
@@ -131,6 +131,7 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     is_main = rank == 0
     try:
+        check_tensorboard(cfg.log.tensorboard)  # before any work: a missing package is one line, nothing written
         if is_main:  # holding the lock: every temp entry here is an earlier process's leftover
             root = checkpoints_root(run_dir)
             for d in (root, run_dir, run_dir / "samples"):
@@ -181,7 +182,8 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
         Z = train_ds.noise.to(device) if train_ds.noise is not None else None  # paired data (reflow): each x's ε
         if is_main:
             write_text_atomic(run_dir / "config.toml", to_toml(cfg))
-        log = RunLog(run_dir, start, end, cfg.optim.batch_size, is_main, progress)
+        log = RunLog(run_dir, start, end, cfg.optim.batch_size, is_main, progress,
+                     tensorboard=cfg.log.tensorboard)
         if from_teacher and is_main:
             log.note(f"initialised the weights from the teacher run {cfg.consistency.teacher!r}")
     except Interrupted as e:

@@ -71,6 +71,10 @@ def scratch(tmp_path_factory):
     for i in range(8):
         Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)).save(images / f"{i}.png")
     (root / "my.toml").write_text('[data]\nname = "moons"\n[optim]\nsteps = 2\n')
+    ring = ["--data", "ring", "--process", "flow", "--steps", "4", "--batch-size", "16", "--quiet", "--threads", "1",
+            "--set", "data.n=200", "--set", "net.mlp_hidden=16", "--set", "net.mlp_depth=1", "--set",
+            "log.n_samples=4", "--set", "log.sample_steps=2"]
+    assert main(["train", *ring, "--out", str(root / "runs" / "ring")]) == 0  # a 2-D flow (viz trajectory)
     return root
 
 
@@ -94,6 +98,9 @@ def _speed_args(words: list[str], scratch: Path) -> list[str]:
         return ["--n", "2", "--quiet", *(["--analytic-n", "8"] if "analytic" in words else [])]
     if verb == "eval":
         return ["--n", "200", "--quiet", "--feature-cache", str(scratch / "features")]
+    if verb == "viz":
+        return {"curve": ["--frames", "3"], "covariance": ["--n", "300"], "colour-noise": ["--n", "300"],
+                "trajectory": ["--n", "4", "--steps", "2"], "denoise": ["--n", "1", "--steps", "2"]}.get(words[2], [])
     return []
 
 
@@ -120,6 +127,8 @@ def test_readme_command_runs(words, scratch, tmp_path, monkeypatch, capsys):
     # each command in its own folder (default run folders are named by the second), sharing the named files
     (tmp_path / "runs").mkdir()
     (tmp_path / "runs" / "digits").symlink_to(scratch / "runs" / "digits")
+    for name in ("ring", "ring-reflow"):  # the README's 2-D flow, before and after reflow
+        (tmp_path / "runs" / name).symlink_to(scratch / "runs" / "ring")
     for name in ("path", "my.toml"):
         (tmp_path / name).symlink_to(scratch / name)
     monkeypatch.chdir(tmp_path)

@@ -182,7 +182,7 @@ def test_load_teacher_and_its_checks(runs):
         load_teacher(_student(runs["v"]), data_shape=(3,))
     with pytest.raises(ValueError, match="class-conditional teacher"):
         check_teacher(load_denoiser(runs["v"])[2], {"shape": [2]}, _student(runs["v"], **{"data.class_cond": True}))
-    with pytest.raises(ValueError, match="beyond the largest noise level σ̃ = 80 of teacher"):  # edm teacher: σ_max 80
+    with pytest.raises(ValueError, match="beyond the largest noise level σ̃ = 80 of teacher"):  # edm: σ_max = 80
         load_teacher(_student(runs["edm"], **{"path.sigma_max": 100.0}))
     with pytest.raises(ValueError, match="names no run"):
         load_teacher(_student(""))
