@@ -35,8 +35,7 @@ order in one step, ode is the adaptive solver."""
 
 
 def add_parser(sub: Any, help: str) -> None:
-    from ..config import KEYS
-    from .train import GROUPS, _key_type, _value_help
+    from .train import GROUPS, add_key_flag
 
     p = sub.add_parser("distill", help=help,
                        description="Distil a trained run into a consistency model (1- to few-step sampling); writes "
@@ -56,20 +55,8 @@ def add_parser(sub: Any, help: str) -> None:
         if not keep:
             continue
         g = p.add_argument_group(title)
-        for names, key in keep:
-            spec = KEYS[key]
-            dest, metavar = "key:" + key, names[0][2:].upper().replace("-", "_")
-            default = "RUN's" if table in COPIED_TABLES else None  # the teacher's value, not the config default
-            if spec.type is bool:
-                g.add_argument(*names, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{spec.help} (default: {default or ('on' if spec.default else 'off')})")
-            elif spec.choices is not None:
-                g.add_argument(*names, dest=dest, default=None, choices=spec.choices, metavar=metavar,
-                               help=f"{spec.help} ({_value_help(spec)})" if default is None
-                               else f"{spec.help} (one of {', '.join(spec.choices)}; default: {default})")
-            else:
-                g.add_argument(*names, dest=dest, default=None, type=_key_type(spec), metavar=metavar,
-                               help=f"{spec.help} ({_value_help(spec) if default is None else 'default: ' + default})")
+        for names, key in keep:  # copied tables show the teacher's value as the default, not the config's
+            add_key_flag(g, names, key, "RUN's" if table in COPIED_TABLES else None)
         if table == "run":
             g.add_argument("--set", dest="overrides", action="append", default=[], metavar="TABLE.KEY=VALUE",
                            help="set any other config key (repeatable; applied after the flags above)")

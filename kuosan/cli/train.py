@@ -74,6 +74,29 @@ def _key_type(spec: Any) -> Any:
     return {int: any_int, float: finite_float}.get(spec.type, str)
 
 
+def add_key_flag(g: Any, names: tuple[str, ...], key: str, default_text: str | None = None) -> None:
+    """The short flag ``names`` of config key ``key`` (forwarded only when given, as "key:table.name");
+    ``default_text`` replaces the default shown in the help (e.g. "RUN's" where another run's value stands)."""
+    from ..config import KEYS
+
+    spec = KEYS[key]
+    dest, metavar = "key:" + key, names[0][2:].upper().replace("-", "_")
+    if spec.type is bool:
+        shown = default_text or ("on" if spec.default else "off")
+        g.add_argument(*names, dest=dest, action=argparse.BooleanOptionalAction, default=None,
+                       help=f"{spec.help} (default: {shown})")
+    elif spec.choices is not None:
+        values = _value_help(spec) if default_text is None else \
+            f"one of {', '.join(spec.choices)}; default: {default_text}"
+        g.add_argument(*names, dest=dest, default=None, choices=spec.choices, metavar=metavar,
+                       help=f"{spec.help} ({values})")
+    else:
+        suffix = f" (default: {default_text})" if default_text is not None else \
+            f" ({_value_help(spec)})" if spec.default != "" else ""
+        g.add_argument(*names, dest=dest, default=None, type=_key_type(spec), metavar=metavar,
+                       help=f"{spec.help}{suffix}")
+
+
 def add_parser(sub: Any, help: str) -> None:
     from ..config import KEYS
 
@@ -94,17 +117,7 @@ def add_parser(sub: Any, help: str) -> None:
                            help="the family preset; it fills the keys not set by --config, flags or --set: "
                                 + "; ".join(f"{k}: {v}" for k, v in PROCESS_HELP.items()))
         for names, key in flags:
-            spec = KEYS[key]
-            dest, metavar = "key:" + key, names[0][2:].upper().replace("-", "_")
-            if spec.type is bool:
-                g.add_argument(*names, dest=dest, action=argparse.BooleanOptionalAction, default=None,
-                               help=f"{spec.help} (default: {'on' if spec.default else 'off'})")
-            elif spec.choices is not None:
-                g.add_argument(*names, dest=dest, default=None, choices=spec.choices, metavar=metavar,
-                               help=f"{spec.help} ({_value_help(spec)})")
-            else:
-                g.add_argument(*names, dest=dest, default=None, type=_key_type(spec), metavar=metavar,
-                               help=f"{spec.help}{f' ({_value_help(spec)})' if spec.default != '' else ''}")
+            add_key_flag(g, names, key)
         if table == "run":
             g.add_argument("--config", metavar="FILE", help="TOML or JSON file of config tables (an old flat "
                                                             "file is migrated)")

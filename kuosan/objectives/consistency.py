@@ -23,7 +23,6 @@ from typing import Any, Callable, Literal, get_args
 import torch
 from torch import Tensor
 
-from ..broadcast import expand
 from ..forward import q_sample
 from ..parameterisation import Consistency
 from ..paths import Path

@@ -34,7 +34,7 @@ from .preflight import check_disk, check_memory, meta_net
 from .resume import check_may_continue, restore, run_folder_of
 from .runlog import RunLog, check_tensorboard, sample_preview, save_preview
 from .signals import Interrupted, StopSignals, signal_name
-from .step import draw_batch, lr_at, train_step
+from .step import draw_batch, lr_at, train_step, validation_loss
 from .threads import pick_threads
 
 
@@ -216,33 +216,13 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
             return saved
 
     def val_loss() -> float:
-        """The EMA model's loss on the first 512 held-out examples, the same t and ε at every evaluation."""
-        if len(val_ds.x) == 0:
-            return float("nan")
         ema.copy_to(ema_net)
-        g = torch.Generator().manual_seed(cfg.run.seed + 12345)
-        x0 = val_ds.x[:512]
-        t = val_obj.times.sample(len(x0), g)[0]
-        eps = torch.randn(x0.shape, generator=g)
-        if val_ds.noise is not None:  # paired data (reflow): each held-out example's own ε
-            eps = val_ds.noise[:512]
-        y = val_ds.y[:512].to(device) if (cfg.data.class_cond and val_ds.y is not None) else None
-        with torch.no_grad():
-            terms = val_obj(ema_den.raw, x0.to(device), t=t.to(device), eps=eps.to(device),
-                            cond={"y": y} if y is not None else None)
-        return terms.total.mean().item()
+        return validation_loss(val_obj, ema_den.raw, val_ds, cfg.data.class_cond, cfg.run.seed, device)
 
     def preview(step: int) -> None:
         def draw() -> None:
             ema.copy_to(ema_net)
-            if getattr(ema_den, "kind", None) == "consistency":  # consistency sampling on its default levels
-                from ..sampling import sample
-
-                x = sample(ema_den, "consistency", (cfg.log.n_samples, *meta["shape"]), min(2, cfg.log.sample_steps),
-                           seed=cfg.run.seed, device=device)
-            else:
-                x = sample_preview(ema_den, meta["shape"], cfg.log.n_samples, cfg.log.sample_steps, cfg.run.seed,
-                                   device)
+            x = sample_preview(ema_den, meta["shape"], cfg.log.n_samples, cfg.log.sample_steps, cfg.run.seed, device)
             save_preview(x, run_dir, step if cfg.log.sample_every else None,
                          ds.x[:2000] if ds.kind == "vector" else None)
 

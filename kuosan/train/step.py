@@ -118,3 +118,21 @@ def train_step(cfg: Config, net: nn.Module, net_fn: Callable[..., Tensor], obj: 
     opt.step()
     opt.zero_grad(set_to_none=True)
     return StepResult(True, loss_val.item(), float(gnorm), stop)
+
+
+def validation_loss(obj: Any, raw: Callable[..., Tensor], val: Any, class_cond: bool, seed: int,
+                    device: torch.device) -> float:
+    """The loss of ``raw`` (the EMA network) on the first 512 held-out examples of ``val`` (a Dataset), with the
+    same t and ε at every evaluation (paired data: each example's own ε); nan without held-out examples."""
+    if len(val.x) == 0:
+        return float("nan")
+    g = torch.Generator().manual_seed(seed + 12345)
+    x0 = val.x[:512]
+    t = obj.times.sample(len(x0), g)[0]
+    eps = torch.randn(x0.shape, generator=g)
+    if val.noise is not None:
+        eps = val.noise[:512]
+    y = val.y[:512].to(device) if (class_cond and val.y is not None) else None
+    with torch.no_grad():
+        terms = obj(raw, x0.to(device), t=t.to(device), eps=eps.to(device), cond={"y": y} if y is not None else None)
+    return terms.total.mean().item()
