@@ -172,6 +172,24 @@ def test_fit_on_the_flow_path_lowers_the_validation_error(capsys):
     assert all(bool(torch.isfinite(v).all()) for v in P.coeffs().values())
 
 
+def test_times_only_fit_is_an_optimised_dpmpp2m_grid_with_early_stopping():
+    """train_coeffs=False: the coefficients stay DPM-Solver++(2M)'s (zero), only the times move, and the returned
+    grid lowers DPM-Solver++(2M)'s validation error; patience stops the run once validation stalls."""
+    m = _aniso()
+    D = ExactDenoiser(m, PATH)
+    x = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    ref = pf_ode_solve(m, x, PATH.sigma_max())
+    P = optimise_solver(D, 4, x, reference=ref, iters=60, lr=0.05, batch_size=64, train_coeffs=False)
+    assert all(bool((v == 0).all()) for v in P.coeffs().values())
+    val = x[: P.info["n_val"]]
+    assert _rmse(dpmpp(D, val, P.ts), ref[: len(val)]) == pytest.approx(P.info["val_rmse"], rel=1e-9)
+    assert P.info["val_rmse"] < P.info["start_val_rmse"]
+    Q = optimise_solver(D, 4, x, reference=ref, iters=400, lr=1e-9, eval_every=1, patience=3, train_coeffs=False)
+    assert Q.info["iters_run"] == 3  # at lr 1e-9 no validation gains 0.1%: stops after 3 checks
+    R = optimise_solver(D, 4, x, reference=ref, iters=400, seconds=0.0)
+    assert R.info["iters_run"] == 1
+
+
 def test_save_load_round_trip_and_checks(tmp_path):
     D = ExactDenoiser(ring(), PATH)
     x = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

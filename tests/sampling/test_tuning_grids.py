@@ -68,6 +68,20 @@ def test_optimiser_is_deterministic_and_honours_an_explicit_reference(batches):
     assert p[-2].item() == pytest.approx(1.0, abs=1e-9)  # fixed end: the last model time stays at t_min
 
 
+def test_time_budget_and_extra_starts(batches):
+    """seconds=0 ends the search after the starts: the grid with the lowest calibration RMSE among the standard
+    grids and ``init_grids`` comes back, so a good extra start (an optimised grid) is returned exactly."""
+    x_cal = batches[0]
+    ref = pf_ode_solve(MIX, x_cal, PATH.sigma_max())
+    starts = [uniform_grid(PATH, 5), logsnr_grid(PATH, 5), karras_grid(PATH, 5)]
+    best = min(starts, key=lambda g: _rmse(dpmpp(D, x_cal, g), ref))
+    assert torch.equal(optimise_grid(D, 5, x_cal, sampler=dpmpp, reference=ref, seconds=0.0), best)
+    good = optimise_grid(D, 5, x_cal, sampler=dpmpp, reference=ref, max_evals=60)
+    assert _rmse(dpmpp(D, x_cal, good), ref) < _rmse(dpmpp(D, x_cal, best), ref)
+    assert torch.equal(optimise_grid(D, 5, x_cal, sampler=dpmpp, reference=ref, seconds=0.0, init_grids=[good]),
+                       good)
+
+
 def test_a_registered_name_is_the_same_sampler(batches):
     x_cal = batches[0]
     ref = pf_ode_solve(MIX, x_cal, PATH.sigma_max())

@@ -27,7 +27,8 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
                     iters: int = 2400, lr: float = 0.02, batch_size: int = 4096, history: int = 3,
                     hard_mix: float = 0.5, val_frac: float = 0.125, reg: float = 1e-3, t_min: float | None = None,
                     init_grid: Tensor | None = None, eval_every: int = 10, seed: int = 0,
-                    cond: dict[str, Any] | None = None, progress: bool = False) -> SolverParams:
+                    cond: dict[str, Any] | None = None, progress: bool = False, train_coeffs: bool = True,
+                    seconds: float | None = None, patience: int | None = None) -> SolverParams:
     """Fit times and coefficients by Adam on MSE(bespoke(D, x_cal), reference) (Shaul et al. 2023 §3).
 
     x_cal is split into a training part (minibatches of ``batch_size``) and a validation slice (``val_frac``)
@@ -43,7 +44,9 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
     penalty on the coefficients (relative to the start's MSE) against over-fitting the calibration batch.
     ``hard_mix`` is the share of minibatch draws made in proportion to each point's last error (importance
     sampling, reweighted so the objective is unchanged); 0 draws uniformly. ``progress`` shows a bar over the
-    Adam iterations with the best validation RMSE so far.
+    Adam iterations with the best validation RMSE so far. ``train_coeffs=False`` keeps DPM-Solver++(2M)'s
+    coefficients and fits the times only (an optimised grid by gradients). ``seconds`` bounds the wall time and
+    ``patience`` stops after that many validations without a 0.1% gain (early stopping).
     """
     check_steps(steps)
     if steps < 3:
@@ -93,12 +96,11 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
     zero = zero_coeffs(steps, history)
     best_ts = min(starts, key=lambda g: val_rmse(g, zero))
     theta = params_from_grid(path, best_ts, t_min, free_end=True).clone().requires_grad_(True)
-    co = {k: v.clone().requires_grad_(True) for k, v in zero.items()}
+    co = {k: v.clone().requires_grad_(train_coeffs) for k, v in zero.items()}
     best = (val_rmse(grid_from_params(path, theta.detach(), steps, t_min), zero), theta.detach().clone(),
             {k: v.clone() for k, v in zero.items()}, 0)
     start_val = best[0]
-    opt = torch.optim.Adam([theta, *co.values()], lr=lr)
-    sched_lr = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(iters, 1))
+    opt = torch.optim.Adam([theta, *(co.values() if train_coeffs else ())], lr=lr)
     g = torch.Generator().manual_seed(seed)
     mse0 = max(start_val, 1e-12) ** 2
     n_tr = x_tr.shape[0]
@@ -114,6 +116,7 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
         w.requires_grad_(False)
     pbar = bar(progress, total=iters, desc=f"fitting a {steps}-step bespoke solver")
     pbar.set_postfix(val_rmse=f"{start_val:.3e}", refresh=False)
+    it = gained = 0
     try:
         for it in range(1, iters + 1):
             p = (1 - hard_mix) / n_tr + hard_mix * err / err.sum().clamp_min(1e-300)
@@ -130,20 +133,30 @@ def optimise_solver(D: Denoiser, steps: int, x_cal: Tensor, *, reference: Tensor
             err[idx] = e_i.detach().cpu()
             loss.backward()
             opt.step()
-            sched_lr.step()
+            # cosine decay of the rate over the run: its share of ``iters`` or of ``seconds``, whichever is larger,
+            # so a run cut short by the time bound still ends annealed
+            done = max(it / max(iters, 1), 0.0 if seconds is None else (time.time() - t0) / max(seconds, 1e-9))
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1 + math.cos(math.pi * min(done, 1.0)))
             pbar.update()
-            if it % eval_every == 0 or it == iters:
+            out_of_time = seconds is not None and time.time() - t0 > seconds
+            if it % eval_every == 0 or it == iters or out_of_time:
                 cur = {k: v.detach().clone() for k, v in co.items()}
                 v = val_rmse(grid_from_params(path, theta.detach(), steps, t_min), cur)
+                if v < (1 - 1e-3) * best[0]:  # a gain of 0.1% resets the patience
+                    gained = it
                 if v < best[0]:
                     best = (v, theta.detach().clone(), cur, it)
                     pbar.set_postfix(val_rmse=f"{v:.3e}", refresh=False)
+                if out_of_time or (patience is not None and it - gained >= patience * eval_every):
+                    break
     finally:
         pbar.close()
         for w in frozen:
             w.requires_grad_(True)
     ts = grid_from_params(path, best[1], steps, t_min).detach()
     check_grid(ts, path)
-    info = {"val_rmse": best[0], "start_val_rmse": start_val, "best_iter": best[3], "seconds": time.time() - t0,
+    info = {"val_rmse": best[0], "start_val_rmse": start_val, "best_iter": best[3], "iters_run": it,
+            "seconds": time.time() - t0,
             "n_train": int(x_tr.shape[0]), "n_val": n_val}
     return SolverParams(ts, *(best[2][k] for k in COEFF_NAMES), info=info)

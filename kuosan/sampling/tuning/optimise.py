@@ -15,6 +15,7 @@ finite λ.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Literal, get_args
 
 import torch
@@ -28,6 +29,10 @@ from .progress import bar
 Method = Literal["Nelder-Mead", "Powell"]
 METHODS: tuple[str, ...] = get_args(Method)
 Sampler = Callable[..., Tensor] | str
+class _OutOfTime(Exception):
+    """Raised by the objective once the search's time budget is spent."""
+
+
 _BAD = 1e30  # objective of an invalid grid or a diverged run (finite: keeps line searches well-defined)
 
 
@@ -105,7 +110,7 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Sampler = 
                   reference: Tensor | None = None, ref_steps: int = 500, t_min: float | None = None,
                   free_end: bool = True, method: Method = "Nelder-Mead", max_evals: int | None = None,
                   init_step: float = 0.5, cond: dict[str, Any] | None = None, progress: bool = False,
-                  **sampler_opts: Any) -> Tensor:
+                  init_grids: list[Tensor] | None = None, seconds: float | None = None, **sampler_opts: Any) -> Tensor:
     """The ``steps``-step grid (float64, ending at 0) minimising RMSE(sampler(D, x_cal, grid), reference).
 
     ``sampler`` is a registered name (``sampler_opts`` checked against its spec) or a sampler function.
@@ -115,7 +120,8 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Sampler = 
     ``progress``. ``init_step`` is the initial simplex size in logit units. Returns the best of the optimum and
     the uniform/logSNR/Karras starts. On multimodal data the RMSE is dominated by the few trajectories near
     basin boundaries, so a batch of 64 can over-fit them; 128-256 points generalise markedly better (cost is
-    linear in B).
+    linear in B). ``init_grids`` are further starts (e.g. a grid fitted by gradients, cache.grid_for);
+    ``seconds`` bounds the search's wall time (the best grid seen so far is returned).
     """
     import numpy as np
     from scipy.optimize import minimize  # scipy only when a grid is fitted (import kuosan stays light)
@@ -137,11 +143,15 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Sampler = 
                          f"{tuple(x_cal.shape)}")
     n_par = steps - 2 + int(free_end)
     budget = max_evals or 60 * n_par  # more mostly fits the calibration batch tighter, not held-out data
-    starts = start_grids(path, steps, t_min)
+    starts = start_grids(path, steps, t_min) + [torch.as_tensor(g, dtype=torch.float64) for g in init_grids or ()]
     pbar = bar(progress, total=len(starts) + (budget + 2 if n_par >= 1 else 0), desc=f"optimising a {steps}-step grid")
-    best_seen = [math.inf]
+    best_seen: list[Any] = [math.inf, None]  # RMSE and grid of the best evaluation so far
+    searching: list[bool] = []
+    t_end = None if seconds is None else time.time() + seconds
 
     def rmse(ts: Tensor) -> float:
+        if t_end is not None and searching and time.time() > t_end:  # the starts are always all evaluated
+            raise _OutOfTime
         pbar.update()
         try:
             check_grid(ts, path)
@@ -150,12 +160,13 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Sampler = 
         out = fn(D, x_cal, ts, cond=cond, **sampler_opts)
         err = float((out - reference).double().pow(2).mean().sqrt())
         if err < best_seen[0]:
-            best_seen[0] = err
+            best_seen[:] = [err, ts]
             pbar.set_postfix(rmse=f"{err:.3e}", refresh=False)
         return err if math.isfinite(err) else _BAD
 
     try:
         best = min(starts, key=rmse)
+        searching.append(True)
         if n_par < 1:  # one model time (or two with a fixed end): nothing to choose
             return best
 
@@ -173,5 +184,7 @@ def optimise_grid(D: Denoiser, steps: int, x_cal: Tensor, *, sampler: Sampler = 
             res = minimize(lambda th: rmse(to_grid(th)), th0, method="Powell",
                            options={"maxfev": budget, "xtol": 1e-4, "ftol": 1e-9, "direc": init_step * eye})
         return min([to_grid(res.x), best], key=rmse)
+    except _OutOfTime:
+        return best_seen[1]
     finally:
         pbar.close()
