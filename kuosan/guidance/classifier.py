@@ -7,7 +7,10 @@ so ε̂ moves by -s σ g (D&N Alg. 2's ε̂ - √(1-ᾱ) s g) and every sampler 
 exact p(y | x_t) the guided score is ∇log p_t(x_t | y) (Bayes): the sampler draws p(x_0 | y) exactly
 (tests/guidance/test_classifier_guidance.py). Where α(t) = 0 (flow, zero terminal SNR at t_max) x_t carries no
 information about x_0, the exact ∇log p(y|x_t) is O(α) and (σ²/α)·∇ has a finite limit no learned classifier
-gives: those rows are left unguided. A classifier is anything with ``log_probs(x_t, t) -> (B, C)``
+gives: those rows are left unguided, and so are rows with σ̃ = σ/α above 10³ (kuosan.pf_ode's VE_SIGMA_CAP: the
+discrete cosine chain's t = T has σ̃ = 2·10⁴). There a trained classifier's gradient, O(0.1) rather than O(α),
+times σ²/α ~ 10⁴ moved the first DDIM step by ~10² and digits samples left [-1, 1] by 50×; unguided, the step
+loses only the O(α) exact guidance. A classifier is anything with ``log_probs(x_t, t) -> (B, C)``
 differentiable in x_t, and ``num_classes``: :class:`NoisyClassifier` (a trained network) or
 :class:`kuosan.exact.ExactClassifier`.
 """
@@ -22,6 +25,7 @@ from torch import Tensor, nn
 from ..broadcast import batch_times, expand
 from ..denoiser import Denoiser, has_variance
 from ..paths import Path
+from ..pf_ode import VE_SIGMA_CAP
 from .combine import Interval, check_interval, check_scale, in_interval
 
 LAMBDA_CLAMP = 20.0  # the classifier's time input is λ clipped to ±20 (σ̃ from 4.5e-5 to 2.2e4), finite at α = 0
@@ -78,7 +82,8 @@ class ClassifierGuided:
     """Denoiser -> Denoiser: x̂_0 + s (σ²/α) ∇log p(y | x_t, t) (see the module docstring); s = 0 is D bit for bit.
 
     ``cond["y"]`` names the class; it is passed on to D only when ``conditional_model`` (D&N guide both
-    unconditional and conditional models). Rows with α = 0 or λ outside ``interval`` are left unguided."""
+    unconditional and conditional models). Rows with σ̃ > 10³ (α = 0 included) or λ outside ``interval`` are left
+    unguided."""
 
     def __init__(self, D: Denoiser, classifier: TimeClassifier, scale: float, *, conditional_model: bool = False,
                  interval: Interval | None = None):
@@ -98,7 +103,7 @@ class ClassifierGuided:
         y = check_labels(cond.get("y"), self.classifier.num_classes, x_t.shape[0])
         t = batch_times(t, x_t)
         a, s = self.path.alpha(t), self.path.sigma(t)
-        keep = (a > 0) & in_interval(self.path, t, self.interval)
+        keep = (s <= VE_SIGMA_CAP * a) & in_interval(self.path, t, self.interval)  # σ̃ <= 1e3: see module doc
         if not bool(keep.any()):
             return x0
         coef = s**2 / a.clamp_min(torch.finfo(torch.float64).tiny)  # σ²/α (B,), float64

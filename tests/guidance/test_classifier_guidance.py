@@ -119,3 +119,33 @@ def test_times_may_be_scalars():
     x = torch.randn(3, 2, dtype=F64)
     y = torch.tensor([0, 1, 1])
     torch.testing.assert_close(G(x, f64(0.4), y=y), ConditionalExactDenoiser(DATA, path)(x, f64(0.4), y=y))
+
+
+def test_no_guidance_above_the_ve_sigma_cap():
+    """A learned classifier's gradient is not O(α) at the noisiest times: rows with σ̃ > 10³ (the cosine chain's
+    t = T has σ̃ ≈ 2·10⁴) are left unguided, rows below are guided by exactly s σ²/α ∇log p."""
+    import torch
+
+    from kuosan.exact import ExactDenoiser, gaussian
+    from kuosan.guidance.classifier import classifier_guidance
+    from kuosan.paths import discrete_vp, ve_sigma
+    from kuosan.pf_ode import VE_SIGMA_CAP
+
+    class Linear:  # log p(y | x) = y·(w·x) - logsumexp: a constant, not O(α), gradient
+        num_classes = 2
+
+        def log_probs(self, x, t):
+            z = (x * 0.1).sum(1, keepdim=True)
+            return torch.log_softmax(torch.cat([-z, z], 1), 1)
+
+    path = discrete_vp("cosine", 1000)
+    D = ExactDenoiser(gaussian(torch.zeros(2), torch.eye(2)), path)
+    G = classifier_guidance(D, Linear(), 1.0)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    y = torch.ones(4, dtype=torch.long)
+    t_hi, t_lo = torch.full((4,), 1000.0, dtype=torch.float64), torch.full((4,), 500.0, dtype=torch.float64)
+    assert float(ve_sigma(path, t_hi[:1])) > VE_SIGMA_CAP > float(ve_sigma(path, t_lo[:1]))
+    assert torch.equal(G(x, t_hi, y=y), D(x, t_hi))
+    a, s = path.alpha(t_lo), path.sigma(t_lo)
+    grad = (1 - torch.softmax(torch.stack([-(x * 0.1).sum(1), (x * 0.1).sum(1)], 1), 1)[:, 1])[:, None] * 0.2
+    assert torch.allclose(G(x, t_lo, y=y), D(x, t_lo) + (s**2 / a)[:, None] * grad, rtol=1e-10, atol=1e-12)
