@@ -137,8 +137,8 @@ def test_train_classifier_then_classifier_guidance(runs, capsys, err):
 
 
 def test_train_classifier_refuses_unlabelled_data(tmp_path, err):
-    run = tmp_path / "ring"
-    assert main(["train", *[a if a != "moons" else "ring" for a in TRAIN], "--steps", "2", "--out", str(run)]) == 0
+    run = tmp_path / "swissroll"
+    assert main(["train", *[a if a != "moons" else "swissroll" for a in TRAIN], "--steps", "2", "--out", str(run)]) == 0
     assert "has no class labels" in err(["train-classifier", str(run), "--steps", "1", "--quiet"])
 
 

@@ -110,7 +110,7 @@ def test_class_conditional_learned_variance_run(tmp_path):
 
 def test_class_cond_needs_labels(tmp_path):
     with pytest.raises(ValueError, match="data.class_cond needs labels"):
-        train(cfg_of({"data.name": "ring", "data.n": 64, "data.class_cond": True, "optim.steps": 1}, tmp_path / "r"),
+        train(cfg_of({"data.name": "swissroll", "data.n": 64, "data.class_cond": True, "optim.steps": 1}, tmp_path / "r"),
               progress=False)
 
 
