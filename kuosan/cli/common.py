@@ -168,3 +168,19 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def add_quiet(p: argparse.ArgumentParser | Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run_splits(cfg: Any, meta: dict[str, Any], why: str = "") -> tuple[Any, Any]:
+    """The run's training and held-out splits, exactly as training made them; UsageError (one line) when its data
+    cannot be loaded (``why``: what the command needs it for) or now has another sample shape."""
+    from ..data import load_dataset, split
+
+    try:
+        ds = load_dataset(cfg.data.name, n=cfg.data.n, seed=cfg.run.seed)
+    except ValueError as e:
+        raise UsageError(f"the run's data {cfg.data.name!r} cannot be loaded{why}: {' '.join(str(e).split())}") \
+            from None
+    if list(ds.x.shape[1:]) != list(meta["shape"]):
+        raise UsageError(f"the run's data {cfg.data.name!r} now has samples of shape {tuple(ds.x.shape[1:])} but the "
+                         f"run was trained on {tuple(meta['shape'])}")
+    return split(ds, cfg.data.val_fraction, cfg.run.seed)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import (MAX_SAMPLES, UsageError, add_quiet, check_device, n_samples, positive_int, resolve_device,
-                     seed_int, write_atomic)
+                     run_splits, seed_int, write_atomic)
 
 DEFAULT_N = 2000
 SAMPLER_DEFAULTS = {"sampler": "ddim", "steps": 50, "grid": "uniform"}
@@ -132,21 +132,6 @@ def read_samples(path: str | Path, shape: tuple[int, ...], n: int | None) -> tup
     return xt, yt
 
 
-def _run_data(cfg: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
-    """The run's training and held-out splits, exactly as training made them."""
-    from ..data import load_dataset, split
-
-    try:
-        ds = load_dataset(cfg.data.name, n=cfg.data.n, seed=cfg.run.seed)
-    except ValueError as e:
-        raise UsageError(f"the run's data {cfg.data.name!r} cannot be loaded, and eval compares samples with the "
-                         f"data the run was trained on: {' '.join(str(e).split())}") from None
-    if list(ds.x.shape[1:]) != list(meta["shape"]):
-        raise UsageError(f"the run's data {cfg.data.name!r} now has samples of shape {tuple(ds.x.shape[1:])} but the "
-                         f"run was trained on {tuple(meta['shape'])}")
-    return split(ds, cfg.data.val_fraction, cfg.run.seed)
-
-
 def _generate(args: argparse.Namespace, D: Any, ckpt: Path, shape: tuple[int, ...], device: str, cond: Any,
               progress: bool, data: Any) -> tuple[Any, dict[str, Any]]:
     """Samples (n, *D) from the run, as ``kuosan sample`` draws them; returns them and the sampler settings."""
@@ -253,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     samples = requested = None
     if args.samples is not None:  # read first: a bad file is refused before any training
         samples, requested = read_samples(args.samples, shape, args.n)
-    train, held = _run_data(cfg, meta)
+    train, held = run_splits(cfg, meta, ", and eval compares samples with the data the run was trained on")
     if requested is not None and (train.y is None or int(requested.min()) < 0
                                   or int(requested.max()) >= train.num_classes):
         raise UsageError(f"--samples {args.samples!r}: y must be classes 0..{train.num_classes - 1} of the run's data"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import (MAX_SAMPLES, UsageError, add_quiet, check_device, n_samples, positive_int, resolve_device,
-                     seed_int, write_atomic)
+                     run_splits, seed_int, write_atomic)
 from .guidance_options import KINDS, interval_arg
 
 
@@ -77,19 +77,6 @@ def _check(args: argparse.Namespace) -> None:
         raise UsageError(f"--out must name a .json file in an existing folder, got {args.out!r}")
 
 
-def _data(cfg: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
-    from ..data import load_dataset, split
-
-    try:
-        ds = load_dataset(cfg.data.name, n=cfg.data.n, seed=cfg.run.seed)
-    except ValueError as e:
-        raise UsageError(f"the run's data {cfg.data.name!r} cannot be loaded: {' '.join(str(e).split())}") from None
-    if list(ds.x.shape[1:]) != list(meta["shape"]):
-        raise UsageError(f"the run's data {cfg.data.name!r} now has samples of shape {tuple(ds.x.shape[1:])}, the "
-                         f"run {tuple(meta['shape'])}")
-    return split(ds, cfg.data.val_fraction, cfg.run.seed)
-
-
 def _scores(f: Any, probs: Any, real: Any, f_train: Any, train_y: Any, C: int, y: Any, k: int) -> dict[str, Any]:
     from ..metrics import class_stats, frechet_distance, prdc
 
@@ -139,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "classifier":
         clf, _ = load_classifier(args.classifier or str(run_of(ckpt) or ckpt), D.path, shape=shape, num_classes=C,
                                  device=device)
-    train, held = _data(cfg, meta)
+    train, held = run_splits(cfg, meta)
     labelled = train.y is not None and C > 1
     features = feature_extractor(train.x, train.y if labelled else None, C if labelled else 0, FeatureConfig(),
                                  cache_dir=args.feature_cache, progress=not args.quiet)

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import UsageError, add_quiet, check_device, positive_float, positive_int, resolve_device, seed_int
+from .common import UsageError, add_quiet, check_device, positive_float, positive_int, resolve_device, run_splits, seed_int
 
 
 def add_parser(sub: Any, help: str) -> None:
@@ -35,19 +35,11 @@ def add_parser(sub: Any, help: str) -> None:
 
 def run_data(cfg: Any, meta: dict[str, Any]) -> tuple[Any, Any]:
     """The run's training and held-out splits, as training made them, with their labels."""
-    from ..data import load_dataset, split
-
-    try:
-        ds = load_dataset(cfg.data.name, n=cfg.data.n, seed=cfg.run.seed)
-    except ValueError as e:
-        raise UsageError(f"the run's data {cfg.data.name!r} cannot be loaded: {' '.join(str(e).split())}") from None
-    if list(ds.x.shape[1:]) != list(meta["shape"]):
-        raise UsageError(f"the run's data {cfg.data.name!r} now has samples of shape {tuple(ds.x.shape[1:])} but the "
-                         f"run was trained on {tuple(meta['shape'])}")
-    if ds.y is None or ds.num_classes < 2:
+    train, held = run_splits(cfg, meta)
+    if train.y is None or train.num_classes < 2:
         raise UsageError(f"the run's data {cfg.data.name!r} has no class labels: a classifier needs labelled data "
-                         "(digits, mnist5k, moons, image folders with one sub-folder per class, .npz with y)")
-    return split(ds, cfg.data.val_fraction, cfg.run.seed)
+                         "(digits, mnist5k, moons, ring, image folders with one sub-folder per class, .npz with y)")
+    return train, held
 
 
 def _out(args: argparse.Namespace, ckpt: Path) -> Path:
