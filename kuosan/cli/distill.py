@@ -48,7 +48,11 @@ def add_parser(sub: Any, help: str) -> None:
                    help="cd: consistency distillation with the teacher's ODE steps; ect: consistency tuning from "
                         "the teacher's weights (an edm-preconditioned teacher)")
     d.add_argument("--out", required=True, metavar="NEW_RUN", help="the new run folder (absent or empty)")
-    d.add_argument("--teacher-sampler", default=None, metavar="SAMPLER",
+    from ..families.distill import usable_sampler
+    from ..sampling import SAMPLERS
+
+    usable = [k for k in SAMPLERS if usable_sampler(k) is None]
+    d.add_argument("--teacher-sampler", default=None, metavar="{" + "|".join(usable) + "}",
                    help="cd: the deterministic sampler whose one step is the teacher's ODE step (default: heun)")
     for title, (table, flags) in GROUPS.items():
         keep = [(names, key) for names, key in flags if key not in FIXED_KEYS and not key.startswith("path.")]
