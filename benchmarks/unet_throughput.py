@@ -1,9 +1,11 @@
-"""Training-step and inference throughput (samples/s) of kuosan's MNIST-sized U-Net against diffusers'
-UNet2DModel of (almost) the same architecture and parameter count, same input, same process, interleaved.
+"""Training-step and inference throughput (samples/s) of kuosan's U-Nets against diffusers' UNet2DModel of the same
+layout and parameter count (same input and process, interleaved), with FLOPs a sample and the share of the matmul
+peak (best GFLOP/s of a large square matmul, fp32 and bf16) that each step reaches.
 
-Both nets: 3 levels at 28 -> 14 -> 7 with widths (c, 2c, 2c), 2 residual blocks a level (3 on the way up),
-self-attention (head dim 32) at 7x7 and in the middle, time embedding 4c with scale/shift (FiLM) injection.
-Usage: python benchmarks/unet_throughput.py [--device auto|cpu|cuda] [--dtype fp32|bf16|both] [--threads N]
+mnist (28x28): widths (c, 2c, 2c), c = 64, 2 res blocks a level, attention at 7x7 and in the middle; digits (8x8):
+kuosan's default net, widths (c, 2c), c = 32, 1 res block a level, attention in the middle. Both: FiLM time
+injection, head dim 32, >= 4 channels a GroupNorm group. --optim default times each library's default update.
+Usage: python benchmarks/unet_throughput.py [--device auto|cpu|cuda] [--size mnist|digits|both] [--threads N]
 """
 
 from __future__ import annotations
@@ -16,27 +18,40 @@ from typing import Any, Callable, Literal, Sequence
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
 
 from kuosan.build import build_net
-from kuosan.config import from_dict
+from kuosan.config import Config, from_dict
+from kuosan.nets.unet import norm_groups
+from kuosan.train.ema import EMA
+from kuosan.train.step import adamw
 
 Mode = Literal["train", "infer"]
-MNIST_META = {"kind": "image", "shape": [1, 28, 28], "num_classes": 0}
-# per-device defaults: a CPU step of batch 128 takes seconds, so the CPU runs smaller and fewer
-DEFAULTS = {"cpu": {"batch": 32, "iters": 3, "warmup": 1, "repeats": 3},
-            "cuda": {"batch": 128, "iters": 50, "warmup": 10, "repeats": 7},  # launch-bound: long rounds
-            "quick": {"batch": 2, "iters": 1, "warmup": 1, "repeats": 1}}
+# per size: kuosan's net config, input side, default base width; the CPU batch is kuosan's training batch for digits
+SIZES: dict[str, dict[str, Any]] = {
+    "mnist": {"net": {"channel_mult": (1, 2, 2), "num_res_blocks": 2, "attn_resolutions": (7,), "dropout": 0.0},
+              "data": {"name": "mnist5k"}, "side": 28, "channels": 64, "cpu_batch": 32},
+    "digits": {"net": {}, "data": {}, "side": 8, "channels": 32, "cpu_batch": 128}}
+# per-device defaults: a CPU step of batch 128 at 28x28 takes seconds, so the CPU runs smaller and fewer
+DEFAULTS = {"cpu": {"iters": 3, "warmup": 1, "repeats": 3, "peak_sizes": (2048, 4096), "peak_repeats": 3},
+            "cuda": {"batch": 128, "iters": 50, "warmup": 10, "repeats": 7,  # launch-bound: long rounds
+                     "peak_sizes": (4096, 8192), "peak_repeats": 5},
+            "quick": {"batch": 2, "iters": 1, "warmup": 1, "repeats": 1, "peak_sizes": (128,), "peak_repeats": 1}}
 
 
-def kuosan_unet(channels: int) -> nn.Module:
-    """The default MNIST U-Net: widths (c, 2c, 2c), 2 res blocks a level, attention at 7x7, no dropout."""
-    cfg = from_dict({"data": {"name": "mnist5k"}, "net": {"channels": channels, "channel_mult": (1, 2, 2),
-                                                          "num_res_blocks": 2, "attn_resolutions": (7,), "dropout": 0.0}})
-    return build_net(cfg, MNIST_META)
+def kuosan_cfg(size: str, channels: int) -> Config:
+    return from_dict({"data": SIZES[size]["data"], "net": {**SIZES[size]["net"], "channels": channels}})
+
+
+def kuosan_unet(size: str, channels: int) -> nn.Module:
+    """kuosan's U-Net of that size (digits: the default Config's net) at base width ``channels``."""
+    side = SIZES[size]["side"]
+    return build_net(kuosan_cfg(size, channels), {"kind": "image", "shape": [1, side, side], "num_classes": 0})
 
 
 class SampleOut(nn.Module):
-    """diffusers returns a UNet2DOutput; this returns its .sample tensor (B, 1, 28, 28), like kuosan's net."""
+    """diffusers returns a UNet2DOutput; this returns its .sample tensor (B, 1, H, W), like kuosan's net."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -46,40 +61,70 @@ class SampleOut(nn.Module):
         return self.net(x, t).sample
 
 
-def diffusers_unet(channels: int) -> nn.Module | None:
+def diffusers_unet(size: str, channels: int) -> nn.Module | None:
     """diffusers' UNet2DModel with kuosan's layout (scale_shift = FiLM); None when diffusers is missing."""
     try:
         from diffusers import UNet2DModel
     except ImportError:
         return None
-    net = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, block_out_channels=(channels, 2 * channels,
-                      2 * channels), layers_per_block=2, down_block_types=("DownBlock2D", "DownBlock2D",
-                      "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
-                      attention_head_dim=32, resnet_time_scale_shift="scale_shift",
-                      norm_num_groups=min(32, channels), dropout=0.0)
-    return SampleOut(net)
+    c, g = channels, norm_groups(channels)  # one group count for all widths: >= 4 channels a group at the narrowest
+    if size == "mnist":
+        layout = dict(block_out_channels=(c, 2 * c, 2 * c), layers_per_block=2,
+                      down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+                      up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
+    else:
+        layout = dict(block_out_channels=(c, 2 * c), layers_per_block=1, down_block_types=("DownBlock2D",) * 2,
+                      up_block_types=("UpBlock2D",) * 2)
+    # attn_norm_num_groups: with scale_shift the middle attention has no GroupNorm unless asked; kuosan's has one
+    return SampleOut(UNet2DModel(sample_size=SIZES[size]["side"], in_channels=1, out_channels=1, attention_head_dim=32,
+                                 resnet_time_scale_shift="scale_shift", norm_num_groups=g, attn_norm_num_groups=g,
+                                 dropout=0.0, **layout))
 
 
 def n_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+def updater(name: str, net: nn.Module, optim: str, cfg: Config) -> Callable[[], None]:
+    """What follows backward. "same": plain torch AdamW alone, on both. "default": each library's default, kuosan's
+    ``train_step`` + loop (clip to optim.grad_clip, ``adamw(cfg)``: fused, ``EMA.update``) or diffusers'
+    train_unconditional example (clip to 1, ``torch.optim.AdamW`` as torch builds it, ``EMAModel.step``)."""
+    params = list(net.parameters())
+    ema_step: Callable[[int], Any] | None = None
+    if optim == "same":
+        opt, clip = torch.optim.AdamW(params, lr=1e-5), None
+    elif name == "kuosan":
+        opt, clip, ema = adamw(cfg, net), cfg.optim.grad_clip, EMA(net, cfg.optim.ema_decay, cfg.optim.ema_warmup)
+        ema_step = lambda n: ema.update(net, n)  # noqa: E731
+    else:
+        from diffusers.training_utils import EMAModel  # the example's defaults (lr, betas, EMA schedule) below
+        opt, clip = torch.optim.AdamW(params, lr=1e-4, betas=(0.95, 0.999), weight_decay=1e-6, eps=1e-8), 1.0
+        ema_model = EMAModel(params, decay=0.9999, use_ema_warmup=True, inv_gamma=1.0, power=3 / 4)
+        ema_step = lambda n: ema_model.step(params)  # noqa: E731
+    n_updates = [0]
+
+    def update() -> None:
+        if clip:
+            nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        if ema_step is not None:
+            ema_step(n_updates[0])
+        n_updates[0] += 1
+
+    return update
 
 
 def make_step(net: nn.Module, mode: Mode, bf16: bool, x: Tensor, t: Tensor, target: Tensor,
-              opt: torch.optim.Optimizer | None) -> Callable[[], None]:
-    """One training step (forward + MSE backward + AdamW step) or one no-grad forward, as a closure."""
+              update: Callable[[], None] | None) -> Callable[[], None]:
+    """One training step (forward + MSE backward + ``update``) or one no-grad forward, as a closure."""
     dev = x.device.type
 
     def train_step() -> None:
         with torch.autocast(dev, dtype=torch.bfloat16, enabled=bf16):
             out = net(x, t)
         F.mse_loss(out.float(), target).backward()
-        opt.step()  # type: ignore[union-attr]
-        opt.zero_grad(set_to_none=True)  # type: ignore[union-attr]
+        update()  # type: ignore[misc]
 
     @torch.no_grad()
     def infer_step() -> None:
@@ -89,30 +134,58 @@ def make_step(net: nn.Module, mode: Mode, bf16: bool, x: Tensor, t: Tensor, targ
     return train_step if mode == "train" else infer_step
 
 
-def timed(step: Callable[[], None], iters: int, device: torch.device) -> float:
+def timed(step: Callable[[], Any], iters: int, device: torch.device) -> float:
     """Seconds for ``iters`` calls, device work included (synchronised before and after)."""
-    _sync(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    sync()
     t0 = time.perf_counter()
     for _ in range(iters):
         step()
-    _sync(device)
+    sync()
     return time.perf_counter() - t0
 
 
-def compare(nets: dict[str, nn.Module], device: torch.device, mode: Mode, bf16: bool, batch: int, iters: int,
-            warmup: int, repeats: int, channels_last: bool) -> list[dict[str, Any]]:
+def matmul_peak(device: torch.device, dtype: torch.dtype, sizes: Sequence[int], repeats: int) -> float:
+    """GFLOP/s (2n³ a product) of the best of ``repeats`` timed n x n matmuls, over ``sizes``: the reachable peak."""
+    best, iters = 0.0, 10 if device.type == "cuda" else 1
+    for n in sizes:
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        out = torch.mm(a, b)  # warm-up: library dispatch, kernel selection
+        for _ in range(repeats):
+            best = max(best, 2 * n**3 * iters / timed(lambda: torch.mm(a, b, out=out), iters, device) / 1e9)
+    return best
+
+
+def count_flops(net: nn.Module, side: int, mode: Mode, device: torch.device) -> float:
+    """Matmul and conv FLOPs a sample of one step (train: forward + backward), by FlopCounterMode; attention runs
+    through SDPA's math path here so its two (backward: four) batched matmuls are counted on every device."""
+    x, t = torch.randn(2, 1, side, side, device=device), torch.full((2,), 500.0, device=device)
+    net.train(mode == "train")
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
+        if mode == "train":
+            net(x, t).square().mean().backward()
+        else:
+            with torch.no_grad():
+                net(x, t)
+    net.zero_grad(set_to_none=True)
+    return fc.get_total_flops() / 2
+
+
+def compare(nets: dict[str, nn.Module], raws: dict[str, nn.Module], cfg: Config, optim: str, device: torch.device,
+            mode: Mode, bf16: bool, side: int, batch: int, iters: int, warmup: int, repeats: int,
+            channels_last: bool) -> list[dict[str, Any]]:
     """Interleaved timing of every net on one input: rounds of A,B then B,A, ... so drift hits all alike."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, 28, 28, generator=g).to(device)
+    x = torch.randn(batch, 1, side, side, generator=g).to(device)
     t = (torch.rand(batch, generator=g) * 999).to(device)  # float times, as kuosan's NetDenoiser passes them
-    target = torch.randn(batch, 1, 28, 28, generator=g).to(device)
+    target = torch.randn(batch, 1, side, side, generator=g).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     steps = {}
     for name, net in nets.items():
-        net.train(mode == "train")
-        opt = torch.optim.AdamW(net.parameters(), lr=1e-5) if mode == "train" else None
-        steps[name] = make_step(net, mode, bf16, x, t, target, opt)
+        net.train(mode == "train")  # a fresh optimiser (and EMA) for each timed combination
+        upd = updater(name, raws[name], optim, cfg) if mode == "train" else None
+        steps[name] = make_step(net, mode, bf16, x, t, target, upd)
     for step in steps.values():
         timed(step, warmup, device)  # autotuning, torch.compile, AdamW state allocation
     rates: dict[str, list[float]] = {name: [] for name in nets}
@@ -126,18 +199,19 @@ def compare(nets: dict[str, nn.Module], device: torch.device, mode: Mode, bf16: 
         med = statistics.median(rs)
         # the ratio is paired per round, so slow drift of the machine cancels
         ratio = statistics.median(a / b for a, b in zip(rates[first], rs))
-        rows.append({"model": name, "params": n_params(nets[name]), "device": device.type, "mode": mode,
-                     "dtype": "bf16" if bf16 else "fp32", "samples_per_s": med,
-                     "spread": (max(rs) - min(rs)) / (2 * med), "ratio": ratio})
+        rows.append({"model": name, "params": n_params(raws[name]), "device": device.type, "mode": mode,
+                     "dtype": "bf16" if bf16 else "fp32", "optim": optim if mode == "train" else "-",
+                     "samples_per_s": med, "spread": (max(rs) - min(rs)) / (2 * med), "ratio": ratio})
     return rows
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'model':<10} {'params':>10} {'device':<6} {'mode':<6} {'dtype':<5} {'samples/s':>11} {'spread':>7} "
-          f"{'kuosan/diffusers':>16}")
+    print(f"{'size':<6} {'model':<10} {'params':>10} {'device':<6} {'mode':<6} {'dtype':<5} {'samples/s':>11} "
+          f"{'spread':>7} {'MFLOP/sample':>12} {'GFLOP/s':>8} {'% peak':>7} {'kuosan/diffusers':>16}")
     for r in rows:
-        print(f"{r['model']:<10} {r['params']:>10,} {r['device']:<6} {r['mode']:<6} {r['dtype']:<5} "
+        print(f"{r['size']:<6} {r['model']:<10} {r['params']:>10,} {r['device']:<6} {r['mode']:<6} {r['dtype']:<5} "
               f"{r['samples_per_s']:>11.1f} {'±' + format(100 * r['spread'], '.0f') + '%':>7} "
+              f"{r['flops_per_sample'] / 1e6:>12.1f} {r['gflops']:>8.1f} {100 * r['peak_fraction']:>6.1f}% "
               f"{'-' if r['model'] == 'kuosan' else format(r['ratio'], '.3f'):>16}")
 
 
@@ -145,26 +219,26 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: the CPU, then CUDA when available")
+    p.add_argument("--size", default="both", choices=["mnist", "digits", "both"],
+                   help="mnist: 28x28, c = 64; digits: kuosan's default 8x8 net, c = 32")
     p.add_argument("--dtype", default="both", choices=["fp32", "bf16", "both"], help="bf16 = bf16 autocast")
     p.add_argument("--mode", default="both", choices=["train", "infer", "both"])
-    p.add_argument("--batch", type=int, help="default 32 on CPU, 128 on CUDA")
+    p.add_argument("--optim", default="default", choices=["default", "same"],
+                   help="default: each library's AdamW + EMA (+ clipping); same: plain torch AdamW alone on both")
+    p.add_argument("--batch", type=int, help="default on CPU 32 (mnist), 128 (digits); 128 on CUDA")
     p.add_argument("--iters", type=int, help="timed steps per round (default 3 CPU, 50 CUDA)")
     p.add_argument("--warmup", type=int, help="untimed steps before timing (default 1 CPU, 10 CUDA)")
     p.add_argument("--repeats", type=int, help="interleaved rounds; the median is reported (default 3 CPU, 7 CUDA)")
-    p.add_argument("--channels", type=int, help="base width c (default 64; --quick: 16)")
+    p.add_argument("--channels", type=int, help="base width c of every size (default 64 mnist, 32 digits; --quick 16)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format for nets and input")
     p.add_argument("--compile", action="store_true", help="torch.compile both nets (warm-up includes compiling)")
     p.add_argument("--no-diffusers", action="store_true", help="time kuosan alone")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one step each: a smoke test, not a measurement")
     args = p.parse_args(argv)
-    for k in ("batch", "iters", "repeats", "channels"):
-        if getattr(args, k) is not None and getattr(args, k) < 1:
-            raise ValueError(f"--{k} must be a positive integer, got {getattr(args, k)}")
-    if args.warmup is not None and args.warmup < 0:
-        raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    if args.threads < 0:
-        raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    for k, low in (("batch", 1), ("iters", 1), ("repeats", 1), ("channels", 1), ("warmup", 0), ("threads", 0)):
+        if getattr(args, k) is not None and getattr(args, k) < low:
+            raise ValueError(f"--{k} must be an integer >= {low}, got {getattr(args, k)}")
     return args
 
 
@@ -177,11 +251,11 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         if args.device == "cuda":
             raise ValueError("--device cuda was asked for, but CUDA is not available")
         devices.remove("cuda")
-    channels = args.channels or (16 if args.quick else 64)
+    sizes = ["mnist", "digits"] if args.size == "both" else [args.size]
     dtypes = [False, True] if args.dtype == "both" else [args.dtype == "bf16"]
     modes: list[Mode] = ["train", "infer"] if args.mode == "both" else [args.mode]
     print(f"torch {torch.__version__}, threads: {torch.get_num_threads()} "
-          f"({'--threads' if args.threads else 'torch default'}), base width c={channels}, "
+          f"({'--threads' if args.threads else 'torch default'}), optim={args.optim}, "
           f"channels_last={args.channels_last}, compile={args.compile}")
     if not args.no_diffusers:
         try:
@@ -193,26 +267,39 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     for dev_name in devices:
         device = torch.device(dev_name)
         d = DEFAULTS["quick" if args.quick else dev_name]
-        batch, iters, warmup, repeats = (d[k] if getattr(args, k) is None else getattr(args, k)
-                                         for k in ("batch", "iters", "warmup", "repeats"))
-        torch.manual_seed(0)
-        nets = {"kuosan": kuosan_unet(channels)}
-        other = None if args.no_diffusers else diffusers_unet(channels)
-        if other is not None:
-            nets["diffusers"] = other
-        for name, net in list(nets.items()):
-            net = net.to(device, memory_format=torch.channels_last if args.channels_last else torch.preserve_format)
-            nets[name] = torch.compile(net) if args.compile else net
+        iters, warmup, repeats = (d[k] if getattr(args, k) is None else getattr(args, k)
+                                  for k in ("iters", "warmup", "repeats"))
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # for both nets alike
             print(f"cuda: {torch.cuda.get_device_name(device)}")
-        print(f"{dev_name}: batch {batch}, {iters} timed steps x {repeats} interleaved rounds, {warmup} warm-up")
-        for bf16 in dtypes:
-            for mode in modes:
-                rows += compare(nets, device, mode, bf16, batch, iters, warmup, repeats, args.channels_last)
-    if len(rows) > 1 and rows[1]["model"] == "diffusers":
-        a, b = rows[0]["params"], rows[1]["params"]
-        print(f"parameters: kuosan {a:,}, diffusers {b:,} ({100 * (b / a - 1):+.2f}%)")
+        peak = {name: matmul_peak(device, dt, d["peak_sizes"], d["peak_repeats"])
+                for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+        print(f"{dev_name} matmul peak (n = {', '.join(map(str, d['peak_sizes']))}; best of {d['peak_repeats']}): "
+              f"fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
+        for size in sizes:
+            side = SIZES[size]["side"]
+            channels = args.channels or (16 if args.quick else SIZES[size]["channels"])
+            batch = args.batch or d.get("batch", SIZES[size]["cpu_batch"])
+            torch.manual_seed(0)
+            raws = {"kuosan": kuosan_unet(size, channels)}
+            other = None if args.no_diffusers else diffusers_unet(size, channels)
+            if other is not None:
+                raws["diffusers"] = other
+                a, b = n_params(raws["kuosan"]), n_params(other)
+                print(f"{size} parameters: kuosan {a:,}, diffusers {b:,} ({100 * (b / a - 1):+.2f}%)")
+            fmt = torch.channels_last if args.channels_last else torch.preserve_format
+            raws = {name: net.to(device, memory_format=fmt) for name, net in raws.items()}
+            flops = {(name, m): count_flops(net, side, m, device) for name, net in raws.items() for m in modes}
+            nets = {name: torch.compile(net) if args.compile else net for name, net in raws.items()}
+            print(f"{dev_name} {size}: c={channels}, batch {batch}, {iters} timed steps x {repeats} interleaved "
+                  f"rounds, {warmup} warm-up")
+            for bf16 in dtypes:
+                for mode in modes:
+                    for r in compare(nets, raws, kuosan_cfg(size, channels), args.optim, device, mode, bf16, side,
+                                     batch, iters, warmup, repeats, args.channels_last):
+                        f = flops[(r["model"], mode)]
+                        rows.append({"size": size, **r, "flops_per_sample": f, "gflops": f * r["samples_per_s"] / 1e9,
+                                     "peak_fraction": f * r["samples_per_s"] / 1e9 / peak[r["dtype"]]})
     print_table(rows)
     return rows
 

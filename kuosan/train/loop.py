@@ -34,7 +34,7 @@ from .preflight import check_disk, check_memory, meta_net
 from .resume import check_may_continue, restore, run_folder_of
 from .runlog import RunLog, check_tensorboard, sample_preview, save_preview
 from .signals import Interrupted, StopSignals, signal_name
-from .step import draw_batch, lr_at, train_step, validation_loss
+from .step import adamw, draw_batch, lr_at, train_step, validation_loss
 from .threads import pick_threads
 
 
@@ -164,8 +164,7 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
         net = build_net(cfg, meta).to(device)
         from_teacher = ckpt is None and _init_from_teacher(cfg, net)  # cd / ect: start from the teacher's weights
         guard = Guard(net)  # measures the initial weights
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay,
-                                betas=(0.9, 0.999))
+        opt = adamw(cfg, net)
         ema = EMA(net, cfg.optim.ema_decay, cfg.optim.ema_warmup)
         start = restore(ckpt, net, ema, opt, obj, meta) if ckpt is not None else 0
         end = cfg.optim.steps if stop_at is None else min(stop_at, cfg.optim.steps)

@@ -1,4 +1,5 @@
-"""Smoke tests: both benchmark scripts run end to end at their tiniest settings and report sane numbers."""
+"""Smoke tests: unet_throughput.py and digits_quality.py run end to end at their tiniest settings and report sane
+numbers."""
 
 from __future__ import annotations
 
@@ -23,33 +24,81 @@ def _load(name: str) -> ModuleType:
 
 
 def test_unet_throughput_quick(capsys: pytest.CaptureFixture[str]) -> None:
-    rows = _load("unet_throughput").main(["--quick", "--device", "cpu", "--threads", "1"])
+    mod = _load("unet_throughput")
+    rows = mod.main(["--quick", "--device", "cpu", "--threads", "1"])
     out = capsys.readouterr().out
-    assert {r["model"] for r in rows} == ({"kuosan", "diffusers"} if HAS_DIFFUSERS else {"kuosan"})
+    models = {"kuosan", "diffusers"} if HAS_DIFFUSERS else {"kuosan"}
+    assert {r["model"] for r in rows} == models
     assert HAS_DIFFUSERS or "diffusers is not installed" in out
-    combos = {(r["model"], r["mode"], r["dtype"]) for r in rows}
-    assert len(combos) == len(rows) == 4 * (2 if HAS_DIFFUSERS else 1)
+    combos = {(r["size"], r["model"], r["mode"], r["dtype"]) for r in rows}
+    assert len(combos) == len(rows) == 2 * 4 * len(models)  # mnist and digits, train/infer x fp32/bf16
     assert all(math.isfinite(r["samples_per_s"]) and r["samples_per_s"] > 0 for r in rows)
-    assert "samples/s" in out and "threads: 1" in out
+    flops = {(r["size"], r["model"], r["mode"]): r["flops_per_sample"] for r in rows}
+    for size in ("mnist", "digits"):
+        # backward costs about two forwards (no input gradient for the first conv: a little less)
+        assert 2.5 < flops[(size, "kuosan", "train")] / flops[(size, "kuosan", "infer")] <= 3
+    assert flops[("mnist", "kuosan", "infer")] > 10 * flops[("digits", "kuosan", "infer")]
+    if HAS_DIFFUSERS:  # the twin has the same layout: the same matmul/conv work
+        assert all(math.isclose(flops[(s, "diffusers", m)], flops[(s, "kuosan", m)], rel_tol=0.01)
+                   for s in ("mnist", "digits") for m in ("train", "infer"))
+    peaks = {}
+    for r in rows:
+        assert r["gflops"] == pytest.approx(r["flops_per_sample"] * r["samples_per_s"] / 1e9)
+        peaks.setdefault(r["dtype"], set()).add(round(r["gflops"] / r["peak_fraction"], 6))
+        assert r["optim"] == ("default" if r["mode"] == "train" else "-")
+    assert all(len(p) == 1 for p in peaks.values())  # one peak a dtype, fp32 rows against fp32's
+    assert f"fp32 {next(iter(peaks['fp32'])):.1f} GFLOP/s" in out
+    assert "samples/s" in out and "% peak" in out and "threads: 1" in out
+
+
+def test_count_flops_by_hand() -> None:
+    """A 1x1 conv into self-attention: the counter's FLOPs a sample are the hand count, attention included."""
+    mod = _load("unet_throughput")
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 4, 1, bias=False)
+
+        def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            h = self.conv(x).flatten(2).transpose(1, 2)[:, None]  # (B, 1 head, L = 16 positions, D = 4)
+            return torch.nn.functional.scaled_dot_product_attention(h, h, h)
+
+    conv, attn = 2 * 16 * 4, 2 * (2 * 16 * 16 * 4)  # QKᵀ and AV, 2 FLOPs a multiply-add
+    cpu = torch.device("cpu")
+    assert mod.count_flops(Tiny(), 4, "infer", cpu) == conv + attn
+    # backward: the conv's weight gradient (no input gradient), two matmuls for each of QKᵀ and AV
+    assert mod.count_flops(Tiny(), 4, "train", cpu) == 2 * conv + 3 * attn
 
 
 @pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers is not installed")
-def test_matched_parameter_count() -> None:
-    """The default-width (c = 64) diffusers twin is within 1% of kuosan's parameter count (the aim is 10%)."""
+@pytest.mark.parametrize(("size", "channels", "at_least"), [("mnist", 64, 6_000_000), ("digits", 32, 700_000)])
+def test_matched_parameter_count(size: str, channels: int, at_least: int) -> None:
+    """The default-width diffusers twins are within 1% of kuosan's parameter count; digits is kuosan's default."""
+    from kuosan.build import build_net
+    from kuosan.config import from_dict
+
     mod = _load("unet_throughput")
-    a, b = mod.n_params(mod.kuosan_unet(64)), mod.n_params(mod.diffusers_unet(64))
-    assert a > 6_000_000 and abs(b / a - 1) < 0.01
+    a, b = mod.n_params(mod.kuosan_unet(size, channels)), mod.n_params(mod.diffusers_unet(size, channels))
+    assert a > at_least and abs(b / a - 1) < 0.01
+    if size == "digits":
+        default = build_net(from_dict({}), {"kind": "image", "shape": [1, 8, 8], "num_classes": 0})
+        assert a == mod.n_params(default)
 
 
-def test_train_step_updates_weights() -> None:
-    """The timed training step really runs backward and AdamW: the weights move (not a forward-only loop)."""
+@pytest.mark.parametrize("optim", ["default", "same"])
+@pytest.mark.parametrize("lib", ["kuosan", pytest.param("diffusers", marks=pytest.mark.skipif(
+    not HAS_DIFFUSERS, reason="diffusers is not installed"))])
+def test_train_step_updates_weights(lib: str, optim: str) -> None:
+    """The timed training step really runs backward and the optimiser: the weights move (not a forward-only loop)."""
     mod = _load("unet_throughput")
-    net = mod.kuosan_unet(8)
+    net = mod.kuosan_unet("digits", 16) if lib == "kuosan" else mod.diffusers_unet("digits", 16)
     before = [p.detach().clone() for p in net.parameters()]
-    x, t, target = torch.randn(2, 1, 28, 28), torch.tensor([10.0, 500.0]), torch.randn(2, 1, 28, 28)
-    step = mod.make_step(net, "train", False, x, t, target, torch.optim.AdamW(net.parameters(), lr=1e-3))
-    step()
+    x, t, target = torch.randn(2, 1, 8, 8), torch.tensor([10.0, 500.0]), torch.randn(2, 1, 8, 8)
+    update = mod.updater(lib, net, optim, mod.kuosan_cfg("digits", 16))
+    mod.make_step(net, "train", False, x, t, target, update)()
     assert any(not torch.equal(p0, p) for p0, p in zip(before, net.parameters()))
+    assert all(p.grad is None for p in net.parameters())  # zero_grad(set_to_none) ran after the step
 
 
 def test_digits_quality_two_steps(tmp_path: Path) -> None:
