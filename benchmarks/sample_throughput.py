@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from kuosan.adapters import from_diffusers_unet, path_from_diffusers
 from kuosan.build import make_denoiser
@@ -129,10 +130,12 @@ def ddim_agreement(unet: nn.Module, path: Path, shape: tuple[int, ...], steps: i
 
 
 def timed_rounds(calls: dict[str, Callable[[], Any]], bf16: bool, batch: int, rounds: int,
-                 warmup: bool) -> dict[str, list[float]]:
-    """samples/s of every call per round; rounds alternate A,B,C then C,B,A so drift hits all alike."""
+                 warmup: bool, desc: str = "") -> dict[str, list[float]]:
+    """samples/s of every call per round; rounds alternate A,B,C then C,B,A so drift hits all alike. A progress bar
+    on stderr counts the timed calls (a full CPU run takes many minutes)."""
     rates: dict[str, list[float]] = {k: [] for k in calls}
-    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=bf16), \
+            tqdm(total=rounds * len(calls), desc=desc, leave=False) as bar:
         for f in calls.values() if warmup else ():
             f()  # oneDNN primitives for these shapes and dtype
         for r in range(rounds):
@@ -140,6 +143,7 @@ def timed_rounds(calls: dict[str, Callable[[], Any]], bf16: bool, batch: int, ro
                 t0 = time.perf_counter()
                 calls[name]()
                 rates[name].append(batch / (time.perf_counter() - t0))
+                bar.update()
     return rates
 
 
@@ -223,7 +227,8 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                                                                    batch_size=batch, spacing="trailing")
                 calls["kuosan"] = lambda: sample(own_D, name, (batch, *shape), args.steps, batch_size=batch,
                                                  spacing="trailing")
-                rates = timed_rounds(calls, bf16, batch, args.rounds, warmup=i == 0)
+                rates = timed_rounds(calls, bf16, batch, args.rounds, warmup=i == 0,
+                                     desc=f"{size} {'bf16' if bf16 else 'fp32'} {name}")
                 for impl, rs in rates.items():
                     med = statistics.median(rs)
                     # paired per round, so slow drift of the machine cancels
