@@ -5,7 +5,8 @@ them against the loaded run and returns the guided denoiser and the labels to sa
 --guidance W              cfg / auto: w, 1 = unguided, 0 = unconditional (diffusers' guidance_scale; Ho & Salimans'
                           w is W - 1); --guidance-kind classifier: Dhariwal & Nichol's s, 0 = unguided
 --guidance-kind K         cfg (default), auto (default with --guide-run), classifier
---guidance-interval LO,HI guide only where λ = log(α²/σ²) ∈ [LO, HI] (Kynkäänniemi et al. 2024)
+--guidance-interval LO,HI guide only where λ = log(α²/σ²) ∈ [LO, HI] (Kynkäänniemi et al. 2024); it limits
+                          --guidance and --classifier-guidance alike
 --guide-run RUN           autoguidance's weaker model (an earlier checkpoint or a smaller run, same data and path)
 --classifier-guidance S   classifier guidance on top (of the model, or of --guidance's cfg / auto), scale S
 --classifier RUN_OR_DIR   the classifier (default: the run's classifier/, written by `kuosan train-classifier`)
@@ -85,10 +86,11 @@ def check_guidance_flags(args: argparse.Namespace) -> None:
     """Flags that mean nothing together, before anything is loaded."""
     kind = guidance_kind(args)
     if args.guidance is None:
-        for flag, v in (("--guidance-kind", args.guidance_kind), ("--guidance-interval", args.guidance_interval),
-                        ("--guide-run", args.guide_run)):
+        for flag, v in (("--guidance-kind", args.guidance_kind), ("--guide-run", args.guide_run)):
             if v is not None:
                 raise UsageError(f"{flag} applies only with --guidance W")
+        if args.guidance_interval is not None and args.classifier_guidance is None:
+            raise UsageError("--guidance-interval applies only with --guidance W or --classifier-guidance S")
     if args.guide_run is not None and kind != "auto":
         raise UsageError(f"--guide-run applies only to autoguidance, not --guidance-kind {kind}")
     if kind == "auto" and args.guide_run is None:
@@ -190,7 +192,8 @@ def apply_guidance(args: argparse.Namespace, D: Any, meta: dict[str, Any], cfg: 
         D = guide(D, kind, args.guidance, null_label=C, weak=weak, classifier=classifier,  # type: ignore[arg-type]
                   conditional_model=conditional, interval=args.guidance_interval)
     if args.classifier_guidance is not None:
-        D = guide(D, "classifier", args.classifier_guidance, classifier=classifier, conditional_model=conditional)
+        D = guide(D, "classifier", args.classifier_guidance, classifier=classifier, conditional_model=conditional,
+                  interval=args.guidance_interval)
     if label is None:
         return D, None
     return D, {"y": class_labels(label, C, n).to(device)}

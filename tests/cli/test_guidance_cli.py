@@ -13,7 +13,7 @@ from kuosan.build import load_denoiser
 from kuosan.cli import main
 from kuosan.cli.common import Parser
 from kuosan.cli.guidance_options import add_guidance_options, apply_guidance, grid_row_length
-from kuosan.guidance import ClassifierGuided, Guided, classifier_free
+from kuosan.guidance import ClassifierGuided, Guided, classifier_free, classifier_guidance
 from kuosan.sampling import sample
 
 TRAIN = ["--data", "moons", "--threads", "1", "--quiet", "--batch-size", "64", "--set", "data.n=1000",
@@ -102,6 +102,7 @@ def test_autoguidance_with_an_earlier_checkpoint(runs):
     ("cond", ["--guide-run", "RUNS/plain"], r"--guide-run applies only with --guidance"),
     ("cond", ["--guidance", "2", "--guidance-kind", "auto"], r"needs --guide-run"),
     ("cond", ["--guidance-interval", "3,1"], r"LO <= HI"),
+    ("cond", ["--class", "1", "--guidance-interval", "1,3"], r"only with --guidance W or --classifier-guidance S"),
     ("cond", ["--class", "1", "--classifier", "x"], r"--classifier applies only with classifier guidance"),
     ("cond", ["--class", "1", "--guidance", "1", "--guidance-kind", "classifier", "--classifier-guidance", "1"],
      r"give one"),
@@ -122,7 +123,13 @@ def test_train_classifier_then_classifier_guidance(runs, capsys, err):
     assert acc[0] > 0.9 and acc[0] > acc[-1] + 0.2, acc  # falls with the noise, towards chance (0.5)
     assert info["time_sampling"] == "uniform_discrete" and info["path"]["kind"] == "discrete_vp"
     D, G, cond, _, _ = apply(runs / "plain", ["--class", "0", "--classifier-guidance", "2"])
-    assert isinstance(G, ClassifierGuided) and not G.conditional_model and G.scale == 2.0
+    assert isinstance(G, ClassifierGuided) and not G.conditional_model and G.scale == 2.0 and G.interval is None
+    _, Gi, _, _, _ = apply(runs / "plain", ["--class", "0", "--classifier-guidance", "2", "--guidance-interval=-1,3"])
+    assert isinstance(Gi, ClassifierGuided) and Gi.interval == (-1.0, 3.0)  # the interval limits it too
+    ref = classifier_guidance(D, G.classifier, 2.0, interval=(-1.0, 3.0))
+    kw = dict(seed=2, cond={"y": torch.zeros(8, dtype=torch.long)})
+    assert torch.equal(sample(Gi, "ddim", (8, 2), 6, **kw), sample(ref, "ddim", (8, 2), 6, **kw))
+    assert not torch.equal(sample(Gi, "ddim", (8, 2), 6, **kw), sample(G, "ddim", (8, 2), 6, **kw))
     x = sample(G, "ddim", (200, 2), 10, cond={"y": torch.zeros(200, dtype=torch.long)}, eta=1.0)
     probs = G.classifier.log_probs(x, torch.zeros(200, dtype=torch.float64) + 1.0).exp()[:, 0]
     assert float((probs > 0.5).float().mean()) > 0.8  # the samples are of class 0 by the classifier's judgement
