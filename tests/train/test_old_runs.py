@@ -56,8 +56,8 @@ def test_old_run_resumes_to_the_old_codes_step_30(old_run: Path):
     """Resuming the step-20 run to step 30 reproduces what the old code wrote at step 30.
 
     Not bit for bit: the old trainer rounded log ᾱ_t to float32 before taking α_t = exp(½ log ᾱ_t) (34 of the 100
-    α_t and 24 of the σ_t differ from the float64 values by one float32 ulp), and AdamW now runs torch's fused kernel
-(the same update, another order of float32 operations), so the weights agree to a few ulp.
+    α_t and 24 of the σ_t differ from the float64 values by one float32 ulp), and AdamW now runs torch's fused
+    kernel (the same update, another order of float32 operations), so the weights agree to a few ulp.
     Ten steps move the weights by ~1e-3, so a wrong optimiser state, learning rate or step randomness would show."""
     from kuosan.train import train
 
