@@ -49,6 +49,7 @@ import csv
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -59,6 +60,7 @@ from torch import Tensor
 
 from kuosan.build import load_denoiser
 from kuosan.cli import main as kuosan_main
+from kuosan.config import from_dict, load_config
 from kuosan.denoiser import velocity_of
 from kuosan.exact import ExactConsistency, ExactVelocity, GaussianMixture, exact_straightness
 from kuosan.families.presets import family_config
@@ -142,12 +144,42 @@ def cli(argv: list[str]) -> None:
         raise RuntimeError(f"kuosan {' '.join(argv[:2])} failed with exit code {code} (its message is above)")
 
 
+ROW_BUDGET = {"vp": "steps", "edm": "steps", "flow": "steps", "ct": "ct_steps", "rf2": "reflow_steps",
+              "cd": "cd_steps"}
+NEEDS = {"rf2": "flow", "cd": "edm"}  # a row trained from another row's model
+
+
+def reusable(a: argparse.Namespace, data: str, row: str, budget: dict[str, Any], out: Path,
+             runs: dict[str, dict[str, Any]]) -> bool:
+    """Copy ``row``'s model from ``--reuse DIR`` into ``out`` if it was trained at this budget and seed (and, for
+    2-RF and CD, from a model that is itself reused), with its timings into ``runs``; False: train it anew."""
+    if a.reuse is None:
+        return False
+    src = Path(a.reuse) / data / row
+    old = a.reused_results.get(data, {})
+    if not (src / "config.toml").is_file() or row not in old.get("training", {}) or \
+            (row in NEEDS and NEEDS[row] not in a.reused_rows.get(data, ())):
+        return False
+    cfg = from_dict(load_config(src / "config.toml"))
+    same = cfg.optim.steps == budget[ROW_BUDGET[row]] and cfg.run.seed == a.seed and \
+        all(old["budget"].get(k) == budget[k] for k in (("pairs", "pair_steps") if row == "rf2" else ()))
+    if not same:
+        return False
+    shutil.copytree(src, out / row)
+    runs[row] = {**old["training"][row], "run": out / row, "reused": str(src)}
+    a.reused_rows.setdefault(data, set()).add(row)
+    print(f"  reused {row} from {src} (trained {runs[row]['train_s']:.1f} s)", flush=True)
+    return True
+
+
 def train_models(a: argparse.Namespace, data: str, data_name: str, out: Path, budget: dict[str, Any],
                  sigma_data: float | None) -> dict[str, dict[str, Any]]:
-    """The six models of the benchmark: {row: {"run", "train_s", "total_s", ...}}."""
+    """The six models of the benchmark: {row: {"run", "train_s", "total_s", ...}}; ``--reuse`` ones copied."""
     runs: dict[str, dict[str, Any]] = {}
     sd = {} if sigma_data is None else {"objective.sigma_data": sigma_data}
     for row, process in (("vp", "vp"), ("edm", "edm"), ("flow", "flow"), ("ct", "consistency")):
+        if reusable(a, data, row, budget, out, runs):
+            continue
         keys = {**common_keys(a, data, budget["ct_steps" if row == "ct" else "steps"]), "data.name": data_name,
                 **(sd if row in ("edm", "ct") else {}), "log.out": str(out / row)}
         t0 = time.perf_counter()
@@ -156,10 +188,13 @@ def train_models(a: argparse.Namespace, data: str, data_name: str, out: Path, bu
         runs[row]["total_s"] = runs[row]["train_s"]
         print(f"  trained {row}: {runs[row]['train_s']:.1f} s", flush=True)
     # 2-RF: what `kuosan reflow FLOW --pairs N --out rf2` runs, through kuosan.families.reflow's functions
-    runs["rf2"] = reflow(a, out / "flow", out / "rf2", budget, common_keys(a, data, budget["reflow_steps"]))
-    runs["rf2"]["total_s"] = runs["flow"]["train_s"] + runs["rf2"]["pairs_s"] + runs["rf2"]["train_s"]
-    print(f"  trained rf2: {runs['rf2']['train_s']:.1f} s (+ {runs['rf2']['pairs_s']:.1f} s drawing the pairs)",
-          flush=True)
+    if not reusable(a, data, "rf2", budget, out, runs):
+        runs["rf2"] = reflow(a, out / "flow", out / "rf2", budget, common_keys(a, data, budget["reflow_steps"]))
+        runs["rf2"]["total_s"] = runs["flow"]["train_s"] + runs["rf2"]["pairs_s"] + runs["rf2"]["train_s"]
+        print(f"  trained rf2: {runs['rf2']['train_s']:.1f} s (+ {runs['rf2']['pairs_s']:.1f} s drawing the pairs)",
+              flush=True)
+    if reusable(a, data, "cd", budget, out, runs):
+        return runs
     # CD: kuosan distill from the EDM run (teacher: one Heun step of its ODE)
     keys = common_keys(a, data, budget["cd_steps"])
     skip = ("optim.steps", "data.n", "net.mlp_hidden", "net.mlp_depth", "net.channels")  # distill's / the teacher's
@@ -420,11 +455,19 @@ def run_digits(a: argparse.Namespace, out: Path) -> dict[str, Any]:
         best[row] = best_cells(cells[row], "fd")
     print_table(f"digits: FD (n = {budget['n']}; lower is better)", best, runs, "fd", budget["high_nfe"])
     print(f"held-out vs training split: FD {held_fd.value:.4g} (n = {len(held)})")
-    # the teacher's long run: EDM + Heun with --teacher-steps steps, n_long samples
-    D, _, _ = load_denoiser(runs["edm"]["run"], device=a.device)
-    x, nfe, secs = draw(D, "edm", "heun", budget["teacher_steps"], n_long, a, tuple(ds.x.shape[1:]))
-    teacher = {"steps": budget["teacher_steps"], "nfe": nfe, "sample_s": secs, **score(x)}
-    print(f"teacher (EDM + Heun, {budget['teacher_steps']} steps, NFE {nfe}): FD {teacher['fd']:.4g} at n = {n_long}")
+    # the teacher's long run: EDM + Heun with --teacher-steps steps, n_long samples (deterministic: a reused EDM
+    # run's figure is reused when it was drawn at the same steps, n and feature network)
+    old = a.reused_results.get("digits", {})
+    if "edm" in a.reused_rows.get("digits", ()) and old.get("teacher", {}).get("steps") == budget["teacher_steps"] \
+            and old["budget"].get("n_long") == budget["n_long"] and old["budget"].get("n") == budget["n"] \
+            and a.reused_results.get("args", {}).get("feature_steps") == a.feature_steps:
+        teacher = {**old["teacher"], "reused": a.reuse}
+    else:
+        D, _, _ = load_denoiser(runs["edm"]["run"], device=a.device)
+        x, nfe, secs = draw(D, "edm", "heun", budget["teacher_steps"], n_long, a, tuple(ds.x.shape[1:]))
+        teacher = {"steps": budget["teacher_steps"], "nfe": nfe, "sample_s": secs, **score(x)}
+    print(f"teacher (EDM + Heun, {budget['teacher_steps']} steps, NFE {teacher['nfe']}): FD {teacher['fd']:.4g} at "
+          f"n = {n_long}{' (reused)' if 'reused' in teacher else ''}")
     goal_list = goals(best, teacher, n_long)
     for gl in goal_list:
         verdict = "—" if gl["met"] is None else ("MET" if gl["met"] else "NOT MET")
@@ -463,6 +506,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1000, help="samples a network batch when sampling")
     p.add_argument("--feature-steps", type=int, default=None, help="feature network steps (default: kuosan eval's)")
     p.add_argument("--feature-cache", default=None, help="feature networks' cache (default: kuosan's)")
+    p.add_argument("--reuse", default=None, metavar="DIR",
+                   help="an earlier --out: copy its models trained at the same budgets and seed (and the teacher's "
+                        "figure) instead of training them again; the rest are trained")
     for k in BUDGETS["mixture"]:
         p.add_argument(f"--{k.replace('_', '-')}", type=int, default=None, dest=k,
                        help=f"override for every data set (defaults: mixture {BUDGETS['mixture'][k]}, digits "
@@ -481,6 +527,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         from kuosan.metrics import FeatureConfig
 
         a.feature_steps = 30 if a.quick else FeatureConfig().steps
+    a.reused_results, a.reused_rows = {}, {}
+    if a.reuse is not None:
+        if not (Path(a.reuse) / "results.json").is_file():
+            raise ValueError(f"--reuse {a.reuse}: no results.json there (not a finished run of this script)")
+        a.reused_results = json.loads((Path(a.reuse) / "results.json").read_text())
     if a.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but CUDA is not available")
     return a
@@ -496,7 +547,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {a.device}, load average "
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs{' (quick)' if a.quick else ''}", flush=True)
     t0 = time.perf_counter()
-    results: dict[str, Any] = {"args": {k: v for k, v in vars(a).items() if k != "budget_overrides"}}
+    results: dict[str, Any] = {"args": {k: v for k, v in vars(a).items()
+                                        if k not in ("budget_overrides", "reused_results", "reused_rows")}}
     if "mixture" in a.data:
         results["mixture"] = run_mixture(a, out / "mixture")
     if "digits" in a.data:

@@ -81,6 +81,18 @@ def test_quick_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert all(isinstance(g["met"], bool) for g in res["goals"])
     verdicts = [line for line in out.splitlines() if line.startswith("goal: ")]
     assert len(verdicts) == 3 and all(": MET (" in v or ": NOT MET (" in v for v in verdicts)
+    # --reuse: a longer CD only; the other models (and the teacher's figure) come from the first run unchanged
+    cd_steps = mod.QUICK["digits"]["cd_steps"] + 1
+    again = mod.main(["--quick", "--data", "digits", "--out", str(tmp_path / "c"), "--feature-cache",
+                      str(tmp_path / "features"), "--reuse", str(tmp_path / "b"), "--cd-steps", str(cd_steps)])
+    res2, out2 = again["digits"], capsys.readouterr().out
+    assert {r for r, t in res2["training"].items() if "reused" in t} == set(mod.ROWS) - {"cd"}
+    assert "reused cd" not in out2 and "trained cd" in out2 and "(reused)" in out2
+    for row in set(mod.ROWS) - {"cd"}:
+        drop = lambda cells: [{k: v for k, v in c.items() if k != "sample_s"} for c in cells]  # noqa: E731
+        assert drop(res2["cells"][row]) == drop(res["cells"][row]), row  # sampling is deterministic
+    assert res2["teacher"]["fd"] == res["teacher"]["fd"] and (tmp_path / "c" / "digits" / "vp" / "config.toml").is_file()
+    assert mod.from_dict(mod.load_config(tmp_path / "c" / "digits" / "cd" / "config.toml")).optim.steps == cd_steps
 
 
 def test_nfe_budgets_follow_the_registry() -> None:
@@ -120,3 +132,5 @@ def test_bad_arguments() -> None:
         mod.parse(["--steps", "0"])
     with pytest.raises(ValueError, match="--threads"):
         mod.parse(["--threads", "0"])
+    with pytest.raises(ValueError, match="--reuse .*no results.json"):
+        mod.parse(["--reuse", "/nonexistent/families"])
