@@ -14,7 +14,7 @@ from kuosan.exact import ExactDenoiser, pf_ode_solve, ring
 from kuosan.families.distill import (check_teacher, init_from_teacher, init_reason, largest_ve_sigma, load_teacher,
                                      on_ve_path, teacher_step, usable_sampler)
 from kuosan.paths import VE, Linear, VPCosine, VPLinear, discrete_vp
-from kuosan.sampling import ddim
+from kuosan.sampling import SAMPLERS, ddim
 
 MIX = ring(k=4, radius=1.0, std=0.3)
 PATHS = [VPLinear(), VPCosine(), Linear(), discrete_vp("cosine", 1000)]
@@ -93,21 +93,62 @@ def test_euler_is_ddim_in_any_frame(path):
     torch.testing.assert_close(e, seen[0] / float(path.alpha(t_cur)), rtol=0, atol=1e-12)
 
 
-def test_per_sample_levels_are_grouped_by_pair():
-    """CD's levels (one index per sample on a fixed grid): one sampler call per distinct pair, each sample's
-    result the same as when stepped alone."""
+def _cd_batch(n: int = 40) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """CD's levels (one index per sample on a fixed grid): (y (n, 2), σ̃_next (n,), σ̃_cur (n,), distinct pairs)."""
     grid = torch.tensor([0.002, 0.05, 0.3, 1.0, 4.0, 20.0], dtype=torch.float64)
-    idx = torch.randint(0, len(grid) - 1, (40,), generator=torch.Generator().manual_seed(3))
+    idx = torch.randint(0, len(grid) - 1, (n,), generator=torch.Generator().manual_seed(3))
     s_next, s_cur = grid[idx + 1], grid[idx]
-    y = MIX.sample(40, torch.Generator().manual_seed(4)) + s_next[:, None] * torch.randn(
-        40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    y = MIX.sample(n, torch.Generator().manual_seed(4)) + s_next[:, None] * torch.randn(
+        n, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    return y, s_next, s_cur, len(idx.unique())
+
+
+@pytest.mark.parametrize("sampler,calls", [("heun", 2), ("euler", 1), ("ddim", 1)])
+def test_euler_and_heun_take_the_batch_at_once(sampler, calls):
+    """Per-sample levels in one batch (1 or 2 network calls in all), each sample's result the registry sampler's
+    own first step on that sample's grid [σ̃_next, σ̃_cur, 0]."""
+    y, s_next, s_cur, _ = _cd_batch()
     D = Counting(ExactDenoiser(MIX, Linear()))
-    got = teacher_step(D, "heun")(y, s_next, s_cur, None)
-    assert D.nfe == 2 * len(idx.unique())  # Heun: 2 evaluations per group
+    got = teacher_step(D, sampler)(y, s_next, s_cur, None)
+    assert D.nfe == calls
+    view = on_ve_path(ExactDenoiser(MIX, Linear()))
     for i in (0, 7, 21, 39):
-        alone = teacher_step(ExactDenoiser(MIX, Linear()), "heun")(y[i:i + 1], s_next[i:i + 1], s_cur[i:i + 1],
-                                                                     None)
+        seen = []
+        SAMPLERS[sampler].fn(view, y[i:i + 1], torch.tensor([s_next[i], s_cur[i], 0.0], dtype=torch.float64),
+                             callback=lambda j, x, x0: seen.append(x) if j == 0 else None)
+        torch.testing.assert_close(got[i:i + 1], seen[0], rtol=0, atol=1e-12)
+
+
+def test_batched_heun_is_euler_above_the_cap():
+    """Out of σ̃ > HEUN_SIGMA_MAX the registry's Heun takes Euler's step; the batched step does so per sample."""
+    D = ExactDenoiser(MIX, VE(sigma_max=1e4))
+    s_next = torch.tensor([2000.0, 4.0], dtype=torch.float64)
+    s_cur = torch.tensor([500.0, 1.0], dtype=torch.float64)
+    y = torch.stack([_noisy(1, 2000.0)[0], _noisy(1, 4.0, seed=1)[0]])
+    heun, euler = (teacher_step(D, name)(y, s_next, s_cur, None) for name in ("heun", "euler"))
+    torch.testing.assert_close(heun[0], euler[0], rtol=0, atol=0)
+    assert float((heun[1] - euler[1]).abs().max()) > 1e-4  # corrected below the cap
+    for i in (0, 1):
+        seen = []
+        SAMPLERS["heun"].fn(D, y[i:i + 1], torch.tensor([s_next[i], s_cur[i], 0.0], dtype=torch.float64),
+                            callback=lambda j, x, x0: seen.append(x) if j == 0 else None)
+        torch.testing.assert_close(heun[i:i + 1], seen[0], rtol=1e-12, atol=1e-9)
+
+
+def test_other_samplers_are_grouped_by_pair():
+    """A sampler without a batched step (dpm2s; heun or ddim given options) makes one call per distinct pair, each
+    sample's result the same as when stepped alone."""
+    y, s_next, s_cur, pairs = _cd_batch()
+    D = Counting(ExactDenoiser(MIX, Linear()))
+    got = teacher_step(D, "dpm2s")(y, s_next, s_cur, None)
+    assert D.nfe == 2 * pairs  # DPM-Solver-2S: 2 evaluations a step
+    for i in (0, 7, 21, 39):
+        alone = teacher_step(ExactDenoiser(MIX, Linear()), "dpm2s")(y[i:i + 1], s_next[i:i + 1], s_cur[i:i + 1],
+                                                                      None)
         torch.testing.assert_close(got[i:i + 1], alone, rtol=0, atol=1e-12)
+    D = Counting(ExactDenoiser(MIX, Linear()))
+    teacher_step(D, "ddim", eta=0.0)(y, s_next, s_cur, None)
+    assert D.nfe == pairs
 
 
 def test_conditioning_follows_its_rows():
