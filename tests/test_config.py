@@ -331,3 +331,14 @@ def test_good_consistency_configs_validate_and_build_the_consistency_objective(i
     assert (obj.param.sigma_data, obj.param.sigma_min, obj.times.sigma_max) == (cfg.objective.sigma_data,
                                                                                 c.sigma_min, 80.0)
     assert obj.times.total_steps == cfg.optim.steps
+
+
+def test_overrides_set_finds_a_prefix_in_every_form():
+    """Whether overrides touch a key (the training loop asks for "log.out" and "path."): list and dict forms."""
+    from kuosan.config import overrides_set
+
+    assert overrides_set(["log.out=/tmp/x"], "log.out") and overrides_set([" path.kind = ve"], "path.")
+    assert not overrides_set(["optim.steps=3"], "path.") and not overrides_set(None, "path.")
+    assert overrides_set({"path.kind": "ve"}, "path.") and overrides_set({"path": {"kind": "ve"}}, "path.")
+    assert overrides_set({"log": {"out": "x"}}, "log.out") and not overrides_set({"log": {"log_every": 5}}, "log.out")
+    assert not overrides_set({"optim": {"steps": 3}}, "path.")

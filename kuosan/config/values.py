@@ -142,6 +142,18 @@ def apply_overrides(cfg: Config, items: Sequence[str] | Mapping[str, Any] | None
     return from_dict(d, where=where, base=cfg)
 
 
+def overrides_set(overrides: Sequence[str] | Mapping[str, Any] | None, prefix: str) -> bool:
+    """Whether the overrides set a key starting with ``prefix`` ("log.out", "path.")."""
+    if not overrides:
+        return False
+    if isinstance(overrides, Mapping):
+        table, _, key = prefix.partition(".")
+        nested = overrides.get(table)
+        return any(str(k).startswith(prefix) for k in overrides) or (
+            isinstance(nested, Mapping) and any(str(k).startswith(key) for k in nested))
+    return any(kv.split("=", 1)[0].strip().startswith(prefix) for kv in overrides)
+
+
 def _suggest_dotted(name: str) -> str:
     hits = [k for k in KEYS if k.split(".", 1)[1] == name]
     return f" (did you mean {hits[0]!r}?)" if hits else _suggest(name, list(KEYS))

@@ -257,8 +257,8 @@ def init_from_teacher(cfg: Any, net: nn.Module) -> bool:
     from ..build import load_denoiser
 
     run = cfg.consistency.teacher
-    if not run:
-        return False
+    if cfg.objective.prediction != "consistency" or cfg.consistency.method not in ("cd", "ect") or not run:
+        return False  # only a distilled or tuned consistency model has a teacher to start from
     D, _, tcfg = load_denoiser(run, use_ema=True)  # every check of a loaded checkpoint, EMA weights
     if init_reason(cfg, tcfg) is not None:
         return False

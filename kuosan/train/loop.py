@@ -24,8 +24,9 @@ from ..build import build_net, check_recorded_path, data_meta, make_denoiser, ma
     make_path_from
 from ..checkpoint import (CheckpointError, DiskFullError, check_tensors, checkpoints_root, clean_temp, is_disk_full,
                           load_checkpoint, newest, resolve, save_checkpoint, write_text_atomic)
-from ..config import Config, apply_overrides, from_dict, to_dict, to_toml
+from ..config import Config, apply_overrides, from_dict, overrides_set, to_dict, to_toml
 from ..data import load_dataset, split
+from ..families.distill import init_from_teacher
 from .device import bf16_is_fast, pick_device
 from .ema import EMA
 from .guard import Guard, TrainingError, advice
@@ -71,7 +72,7 @@ def _train(sig: StopSignals, cfg: Config | None, resume: str | Path | None,
     rank = int(os.environ.get("RANK", "0"))
     try:
         run_dir = None
-        if resume is not None and not _overrides(overrides, "log.out"):  # the run stays in its folder: lock it
+        if resume is not None and not overrides_set(overrides, "log.out"):  # the run stays in its folder: lock it
             run_dir = run_folder_of(resolve(resume))  # before reading, so a live run is refused, not half-read
         with _lock(run_dir, rank):
             ckpt, cfg = _config_of(cfg, resume, overrides)
@@ -96,7 +97,7 @@ def _config_of(cfg: Config | None, resume: str | Path | None, overrides: Sequenc
     if cfg is None:
         raise ValueError("train() needs a config or a run to resume")
     cfg = apply_overrides(cfg, overrides).validate()
-    if ckpt is not None and not _overrides(overrides, "path."):  # an edited config.json is refused
+    if ckpt is not None and not overrides_set(overrides, "path."):  # an edited config.json is refused
         check_recorded_path(ckpt, make_path_from(cfg))
     return ckpt, cfg
 
@@ -162,7 +163,7 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
             check_disk(run_dir, probe)
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every process and every run of this seed
         net = build_net(cfg, meta).to(device)
-        from_teacher = ckpt is None and _init_from_teacher(cfg, net)  # cd / ect: start from the teacher's weights
+        from_teacher = ckpt is None and init_from_teacher(cfg, net)  # cd / ect: start from the teacher's weights
         guard = Guard(net)  # measures the initial weights
         opt = adamw(cfg, net)
         ema = EMA(net, cfg.optim.ema_decay, cfg.optim.ema_warmup)
@@ -288,30 +289,7 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
     return run_dir
 
 
-def _init_from_teacher(cfg: Config, net: nn.Module) -> bool:
-    """A fresh consistency run with method cd or ect and a consistency.teacher starts from the teacher's weights
-    (kuosan.families.distill.init_from_teacher; False when it could not); every process does the same."""
-    c = cfg.consistency
-    if cfg.objective.prediction != "consistency" or c.method not in ("cd", "ect") or not c.teacher:
-        return False
-    from ..families.distill import init_from_teacher
-
-    return bool(init_from_teacher(cfg, net))
-
-
 def _time_sampler_state(obj: Any) -> dict[str, torch.Tensor] | None:
     """The time sampler's state tensors (the importance sampler's history: imp_losses, imp_count), for the
     checkpoint's extra.safetensors."""
     return (obj.times.state_dict() if hasattr(obj.times, "state_dict") else None) or None
-
-
-def _overrides(overrides: Sequence[str] | Mapping[str, Any] | None, prefix: str) -> bool:
-    """Whether the overrides set a key starting with ``prefix`` ("log.out", "path.")."""
-    if not overrides:
-        return False
-    if isinstance(overrides, Mapping):
-        table, _, key = prefix.partition(".")
-        nested = overrides.get(table)
-        return any(str(k).startswith(prefix) for k in overrides) or (
-            isinstance(nested, Mapping) and any(str(k).startswith(key) for k in nested))
-    return any(kv.split("=", 1)[0].strip().startswith(prefix) for kv in overrides)

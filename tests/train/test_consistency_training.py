@@ -98,17 +98,19 @@ def test_the_loop_gives_the_objective_its_step():
 
 
 def test_fresh_ect_and_cd_runs_start_from_the_teacher(tmp_path, monkeypatch):
-    """The loop asks kuosan.families.distill.init_from_teacher on a fresh cd/ect run with a teacher, never on
-    resume or for ct; a CD run distils a tiny EDM teacher end to end (its loader, its Heun step)."""
-    distill = pytest.importorskip("kuosan.families.distill")
-    calls: list[str] = []
-    real = distill.init_from_teacher
+    """The loop asks kuosan.families.distill.init_from_teacher on every fresh run, never on resume; it copies the
+    teacher's weights for cd (and ect), not for ct; a CD run distils a tiny EDM teacher end to end (its loader, its
+    Heun step)."""
+    import kuosan.train.loop as loop
+
+    calls: list[tuple[str, bool]] = []
+    real = loop.init_from_teacher
 
     def spy(cfg, net):
-        calls.append(cfg.consistency.method)
-        return real(cfg, net)
+        calls.append((cfg.consistency.method, real(cfg, net)))
+        return calls[-1][1]
 
-    monkeypatch.setattr(distill, "init_from_teacher", spy)
+    monkeypatch.setattr(loop, "init_from_teacher", spy)
     teacher = tmp_path / "teacher"
     # σ_max 81 > the student's 80 (distill.largest_ve_sigma reads a VE teacher's 80 as 79.99999999999997)
     train(tiny(teacher, optim__steps=20, path__kind="ve", path__sigma_max=81.0, objective__prediction="edm",
@@ -119,7 +121,7 @@ def test_fresh_ect_and_cd_runs_start_from_the_teacher(tmp_path, monkeypatch):
     train(cd, stop_at=3, progress=False)
     train(None, resume=tmp_path / "cd", progress=False)
     train(tiny(tmp_path / "ct", optim__steps=2, **{k.replace(".", "__"): v for k, v in CM.items()}), progress=False)
-    assert calls == ["cd"]
+    assert calls == [("ct", False), ("cd", True), ("ct", False)]  # the EDM teacher (consistency table at its default), cd, ct
     log = (tmp_path / "cd" / "log.csv").read_text().splitlines()
     assert len(log) > 1 and "nan" not in log[-1]
 
