@@ -78,7 +78,7 @@ GRID = {"vp": "uniform", "edm": "karras", "flow": "uniform", "rf2": "uniform"}
 BUDGETS = {  # per data set: training steps, reflow pairs, samples; --quick below
     "mixture": {"steps": 4000, "reflow_steps": 2000, "pairs": 20000, "pair_steps": 50, "cd_steps": 3000,
                 "ct_steps": 6000, "n": 1000, "n_long": 1000, "high_nfe": 100, "teacher_steps": 1000, "eval_steps": 64},
-    "digits": {"steps": 3000, "reflow_steps": 3000, "pairs": 10000, "pair_steps": 20, "cd_steps": 3000,
+    "digits": {"steps": 3000, "reflow_steps": 3000, "pairs": 10000, "pair_steps": 20, "cd_steps": 6000,
                "ct_steps": 6000, "n": 2000, "n_long": 2000, "high_nfe": 100, "teacher_steps": 1000, "eval_steps": 64}}
 QUICK = {
     "mixture": {"steps": 60, "reflow_steps": 30, "pairs": 256, "pair_steps": 4, "cd_steps": 30, "ct_steps": 60,

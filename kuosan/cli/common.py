@@ -124,16 +124,16 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def check_out(out: str, flag: str = "--out") -> Path:
-    """--out: ends in .png or .npz, its folder exists and is writable, and it is not a folder itself.
+def check_out(out: str, flag: str = "--out", suffixes: tuple[str, ...] = OUT_SUFFIXES) -> Path:
+    """--out (or ``flag``): ends in one of ``suffixes``, its folder exists and is writable, and it is not a folder.
 
     An existing file is replaced (atomically, when the new one is complete): re-running a command with the
     same --out is the common case, and a half-written file never replaces a good one."""
-    p = Path(out)
+    p, kinds = Path(out), " or ".join(suffixes)
     if p.is_dir():
-        raise UsageError(f"{flag} {out!r} is a folder; name a .png or .npz file in it")
-    if p.suffix.lower() not in OUT_SUFFIXES:
-        raise UsageError(f"{flag} must end in .png or .npz, got {out!r}")
+        raise UsageError(f"{flag} {out!r} is a folder; name a {kinds} file in it")
+    if p.suffix.lower() not in suffixes:
+        raise UsageError(f"{flag} must end in {kinds}, got {out!r}")
     parent = p.parent if str(p.parent) else Path(".")
     if not parent.is_dir():
         raise UsageError(f"{flag} {out!r}: folder {str(parent)!r} does not exist")
@@ -142,6 +142,16 @@ def check_out(out: str, flag: str = "--out") -> Path:
     if p.exists() and not os.access(p, os.W_OK):
         raise UsageError(f"{flag} {out!r} exists and is not writable")
     return p
+
+
+def bounded_int(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi] (lo >= 1)."""
+    def parse(s: str) -> int:
+        v = positive_int(s)
+        if not lo <= v <= hi:
+            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {s!r}")
+        return v
+    return parse
 
 
 def check_sample_size(n: int, shape: tuple[int, ...], out: Path | None = None, flag: str = "--n") -> None:

@@ -8,11 +8,10 @@ arrays behind the picture (.npz). Every input is checked before any work; bad in
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path as FilePath
-from typing import Any, Callable
+from typing import Any
 
-from .common import UsageError, positive_int, seed_int, write_atomic
+from .common import UsageError, bounded_int, check_out, seed_int, write_atomic
 
 WHAT = {  # subcommand -> help
     "curve": "a smooth curve (or your 1-D signal) diffusing step by step beside the histogram of its values",
@@ -28,15 +27,6 @@ SCHEDULES = ("linear", "scaled_linear", "cosine", "sigmoid")
 GRIDS = ("uniform", "logsnr", "karras")
 
 
-def _bounded(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(s: str) -> int:
-        v = positive_int(s)
-        if not lo <= v <= hi:
-            raise argparse.ArgumentTypeError(f"must be an integer in [{lo}, {hi}], got {s!r}")
-        return v
-    return parse
-
-
 def _fractions(s: str) -> list[float]:
     try:
         v = [float(x) for x in s.split(",") if x.strip()]
@@ -48,18 +38,8 @@ def _fractions(s: str) -> list[float]:
 
 
 def _file(value: str | None, flag: str, suffix: str) -> FilePath | None:
-    """An output file: its suffix, its folder exists and is writable, and it is not a folder."""
-    if value is None:
-        return None
-    p = FilePath(value)
-    if p.suffix.lower() != suffix:
-        raise UsageError(f"{flag} must end in {suffix}, got {value!r}")
-    parent = p.parent if str(p.parent) else FilePath(".")
-    if p.is_dir():
-        raise UsageError(f"{flag} {value!r} is a folder; name a {suffix} file in it")
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise UsageError(f"{flag} {value!r}: folder {str(parent)!r} does not exist or is not writable")
-    return p
+    """An optional output file (kuosan.cli.common.check_out with one suffix)."""
+    return None if value is None else check_out(value, flag, (suffix,))
 
 
 def _path_options(p: Any, run_too: bool = True) -> None:
@@ -88,7 +68,7 @@ def _sampler_options(p: Any) -> None:
     g = p.add_argument_group("sampler")
     g.add_argument("--sampler", default="ddim", choices=names, metavar="{" + "|".join(names) + "}",
                    help="the sampler (default: ddim)")
-    g.add_argument("--steps", type=_bounded(1, 1000), default=20, help="sampling steps (default: 20)")
+    g.add_argument("--steps", type=bounded_int(1, 1000), default=20, help="sampling steps (default: 20)")
     g.add_argument("--grid", default="uniform", choices=GRIDS, help="time grid (default: uniform)")
     g.add_argument("--spacing", default=None, choices=("leading", "trailing", "linspace"),
                    help="--grid uniform: its spacing (default: trailing)")
@@ -102,23 +82,23 @@ def add_parser(sub: Any, help: str) -> None:
     w = p.add_subparsers(dest="what", metavar="{" + ",".join(WHAT) + "}", parser_class=Parser)
     c = w.add_parser("curve", help=WHAT["curve"], description=WHAT["curve"] + "; frames at equal steps of t/t_max")
     c.add_argument("--signal", default=None, help="your 1-D signal, .npy or .csv (default: a built-in smooth curve)")
-    c.add_argument("--length", type=_bounded(8, 2048), default=None, help="built-in curve: points (default 256)")
+    c.add_argument("--length", type=bounded_int(8, 2048), default=None, help="built-in curve: points (default 256)")
     c.add_argument("--raw", action="store_true", help="--signal: keep its scale (default: mean 0, std 0.5)")
-    c.add_argument("--frames", type=_bounded(2, 200), default=40, help="frames from t = 0 to t_max (default 40)")
+    c.add_argument("--frames", type=bounded_int(2, 200), default=40, help="frames from t = 0 to t_max (default 40)")
     _path_options(c)
     _common(c, gif=True)
     v = w.add_parser("covariance", help=WHAT["covariance"], description=WHAT["covariance"])
     v.add_argument("--data", default=None, help="curves (default, exact Σ_0), vectors .npy/.csv, or any kuosan data "
                                                 "set (images: patches)")
-    v.add_argument("--patch", type=_bounded(1, 16), default=None, help="image data: patch size (default 4)")
+    v.add_argument("--patch", type=bounded_int(1, 16), default=None, help="image data: patch size (default 4)")
     v.add_argument("--times", type=_fractions, default=[0.0, 0.1, 0.3, 1.0], help="t / t_max (default 0,0.1,0.3,1)")
-    v.add_argument("--n", type=_bounded(2, 200_000), default=4000, help="draws for the empirical Σ_t (default 4000)")
+    v.add_argument("--n", type=bounded_int(2, 200_000), default=4000, help="draws for the empirical Σ_t (default 4000)")
     _path_options(v)
     _common(v)
     n = w.add_parser("colour-noise", help=WHAT["colour-noise"], description=WHAT["colour-noise"])
     n.add_argument("--cov", default=None, help="target covariance (D, D), .npy or .csv (default: the curves')")
-    n.add_argument("--dim", type=_bounded(2, 512), default=None, help="built-in target: dimension (default 64)")
-    n.add_argument("--n", type=_bounded(2, 200_000), default=4000, help="white-noise draws (default 4000)")
+    n.add_argument("--dim", type=bounded_int(2, 512), default=None, help="built-in target: dimension (default 64)")
+    n.add_argument("--n", type=bounded_int(2, 200_000), default=4000, help="white-noise draws (default 4000)")
     _common(n)
     s = w.add_parser("schedule", help=WHAT["schedule"], description=WHAT["schedule"])
     s.add_argument("--kinds", default=None, help="comma-separated subset (default: all): linear, scaled_linear, "
@@ -128,14 +108,14 @@ def add_parser(sub: Any, help: str) -> None:
     t = w.add_parser("trajectory", help=WHAT["trajectory"], description=WHAT["trajectory"])
     t.add_argument("run", metavar="RUN")
     t.add_argument("--compare", default=None, metavar="RUN2", help="a second run side by side, same x_T (reflow)")
-    t.add_argument("--n", type=_bounded(1, 2000), default=128, help="particles (default 128)")
+    t.add_argument("--n", type=bounded_int(1, 2000), default=128, help="particles (default 128)")
     t.add_argument("--no-exact", action="store_true", help="skip the exact ODE paths of a known mixture")
     _sampler_options(t)
     _common(t, gif=True)
     d = w.add_parser("denoise", help=WHAT["denoise"], description=WHAT["denoise"])
     d.add_argument("run", metavar="RUN")
-    d.add_argument("--n", type=_bounded(1, 16), default=4, help="samples, two rows each (default 4)")
-    d.add_argument("--columns", type=_bounded(2, 20), default=8, help="steps shown (default 8)")
+    d.add_argument("--n", type=bounded_int(1, 16), default=4, help="samples, two rows each (default 4)")
+    d.add_argument("--columns", type=bounded_int(2, 20), default=8, help="steps shown (default 8)")
     _sampler_options(d)
     _common(d)
     r = w.add_parser("training", help=WHAT["training"], description=WHAT["training"])
