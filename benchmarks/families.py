@@ -34,7 +34,7 @@ training time of each.
   before it: the 1-RF's training and drawing the pairs for 2-RF, the EDM teacher's training for CD. Budgets
   (BUDGETS; each a flag): the mixture's trainings are sub-minute on one idle CPU core (an MLP 128 wide, 3 blocks,
   batch 256); digits use kuosan's default U-Net (about a minute per 1000 steps on 2 cores), so the digits half
-  takes 75 min on 2 cores (trainings ~55 min, the teacher's 1000 Heun steps on 2000 samples 15 min);
+  takes ~70 min on 2 cores (trainings ~50 min, CD 16 of them, the teacher's 1000 Heun steps on 2000 samples 15 min);
   ``--device cuda`` runs both on a GPU.
 
 The mixture (MIXTURE below) was fixed in this script before its first run; no setting was tuned on it (the
