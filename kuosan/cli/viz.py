@@ -92,7 +92,8 @@ def add_parser(sub: Any, help: str) -> None:
                                                 "set (images: patches)")
     v.add_argument("--patch", type=bounded_int(1, 16), default=None, help="image data: patch size (default 4)")
     v.add_argument("--times", type=_fractions, default=[0.0, 0.1, 0.3, 1.0], help="t / t_max (default 0,0.1,0.3,1)")
-    v.add_argument("--n", type=bounded_int(2, 200_000), default=4000, help="draws for the empirical Σ_t (default 4000)")
+    v.add_argument("--n", type=bounded_int(2, 200_000), default=4000,
+                   help="draws for the empirical Σ_t (default 4000)")
     _path_options(v)
     _common(v)
     n = w.add_parser("colour-noise", help=WHAT["colour-noise"], description=WHAT["colour-noise"])

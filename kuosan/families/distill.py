@@ -109,10 +109,10 @@ def _one_step(fn: Callable[..., Tensor], D: VEView, x: Tensor, s_next: float, s_
 @torch.no_grad()
 def _batched_euler_heun(D: VEView, x: Tensor, s_next: Tensor, s_cur: Tensor, cond: dict[str, Tensor],
                         correct: bool) -> Tensor:
-    """Karras et al. 2022 Alg. 1's step σ̃_{n+1} -> σ̃_n with a level pair per sample (B,) x2, the whole batch in one
-    network call (Euler) or two (Heun: the trapezoidal correction where σ̃_{n+1} <= HEUN_SIGMA_MAX, as the registry
-    sampler): the registry's euler / heun step of every sample without grouping the batch by pair. DDIM (η = 0)
-    is the same Euler step on the VE path (α = 1), so it takes this too."""
+    """Karras et al. 2022 Alg. 1's step σ̃_{n+1} -> σ̃_n with a level pair per sample (B,) x2, the whole batch in
+    one network call (Euler) or two (Heun: the trapezoidal correction where σ̃_{n+1} <= HEUN_SIGMA_MAX, as the
+    registry sampler): the registry's euler / heun step of every sample without grouping the batch by pair.
+    DDIM (η = 0) is the same Euler step on the VE path (α = 1), so it takes this too."""
     t, s = expand(s_next, x), expand(s_cur, x)  # (B, 1, ...) in x's dtype
     x0 = D(x, s_next, **cond)
     e = (x - x0) / t  # dy/dσ̃ at (y, σ̃_{n+1})

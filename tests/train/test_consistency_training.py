@@ -121,7 +121,8 @@ def test_fresh_ect_and_cd_runs_start_from_the_teacher(tmp_path, monkeypatch):
     train(cd, stop_at=3, progress=False)
     train(None, resume=tmp_path / "cd", progress=False)
     train(tiny(tmp_path / "ct", optim__steps=2, **{k.replace(".", "__"): v for k, v in CM.items()}), progress=False)
-    assert calls == [("ct", False), ("cd", True), ("ct", False)]  # the EDM teacher (consistency table at its default), cd, ct
+    # the EDM teacher (its consistency table at the default method), cd, ct
+    assert calls == [("ct", False), ("cd", True), ("ct", False)]
     log = (tmp_path / "cd" / "log.csv").read_text().splitlines()
     assert len(log) > 1 and "nan" not in log[-1]
 
