@@ -1,7 +1,8 @@
-"""Sample quality without downloads: kuosan's own feature network (:mod:`.features`), Fréchet distance
-(:mod:`.fd`), KID (:mod:`.kid`), precision/recall/density/coverage (:mod:`.prdc`), class statistics
-(:mod:`.classes`), memorisation (:mod:`.memorisation`), exact metrics where the density is known (:mod:`.exact`),
-and the report with the real-vs-real baseline beside every figure (:mod:`.report`).
+"""Sample quality without downloads: kuosan's own feature network (:mod:`.features`; the network itself in
+:mod:`.feature_net`), Fréchet distance (:mod:`.fd`), KID (:mod:`.kid`), precision/recall/density/coverage
+(:mod:`.prdc`), class statistics (:mod:`.classes`), memorisation (:mod:`.memorisation`), exact metrics where the
+density is known (:mod:`.exact`), and the report with the real-vs-real baseline beside every figure
+(:mod:`.report`).
 
 The feature-space figures compare models on the same data; they are not comparable with published FIDs.
 """
