@@ -50,6 +50,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -151,14 +152,16 @@ NEEDS = {"rf2": "flow", "cd": "edm"}  # a row trained from another row's model
 
 def reusable(a: argparse.Namespace, data: str, row: str, budget: dict[str, Any], out: Path,
              runs: dict[str, dict[str, Any]]) -> bool:
-    """Copy ``row``'s model from ``--reuse DIR`` into ``out`` if it was trained at this budget and seed (and, for
-    2-RF and CD, from a model that is itself reused), with its timings into ``runs``; False: train it anew."""
+    """Copy ``row``'s model from ``--reuse DIR`` into ``out`` if it was trained at this budget, seed and size
+    (--quick or not) and, for 2-RF and CD, from a model that is itself reused; its timings go into ``runs`` with
+    "reused" set. False: train it anew."""
     if a.reuse is None:
         return False
     src = Path(a.reuse) / data / row
     old = a.reused_results.get(data, {})
     if not (src / "config.toml").is_file() or row not in old.get("training", {}) or \
-            (row in NEEDS and NEEDS[row] not in a.reused_rows.get(data, ())):
+            a.reused_results.get("args", {}).get("quick") != a.quick or \
+            (row in NEEDS and "reused" not in runs.get(NEEDS[row], {})):
         return False
     cfg = from_dict(load_config(src / "config.toml"))
     same = cfg.optim.steps == budget[ROW_BUDGET[row]] and cfg.run.seed == a.seed and \
@@ -167,7 +170,6 @@ def reusable(a: argparse.Namespace, data: str, row: str, budget: dict[str, Any],
         return False
     shutil.copytree(src, out / row)
     runs[row] = {**old["training"][row], "run": out / row, "reused": str(src)}
-    a.reused_rows.setdefault(data, set()).add(row)
     print(f"  reused {row} from {src} (trained {runs[row]['train_s']:.1f} s)", flush=True)
     return True
 
@@ -458,7 +460,7 @@ def run_digits(a: argparse.Namespace, out: Path) -> dict[str, Any]:
     # the teacher's long run: EDM + Heun with --teacher-steps steps, n_long samples (deterministic: a reused EDM
     # run's figure is reused when it was drawn at the same steps, n and feature network)
     old = a.reused_results.get("digits", {})
-    if "edm" in a.reused_rows.get("digits", ()) and old.get("teacher", {}).get("steps") == budget["teacher_steps"] \
+    if "reused" in runs["edm"] and old.get("teacher", {}).get("steps") == budget["teacher_steps"] \
             and old["budget"].get("n_long") == budget["n_long"] and old["budget"].get("n") == budget["n"] \
             and a.reused_results.get("args", {}).get("feature_steps") == a.feature_steps:
         teacher = {**old["teacher"], "reused": a.reuse}
@@ -527,11 +529,14 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         from kuosan.metrics import FeatureConfig
 
         a.feature_steps = 30 if a.quick else FeatureConfig().steps
-    a.reused_results, a.reused_rows = {}, {}
+    a.reused_results = {}
     if a.reuse is not None:
         if not (Path(a.reuse) / "results.json").is_file():
             raise ValueError(f"--reuse {a.reuse}: no results.json there (not a finished run of this script)")
-        a.reused_results = json.loads((Path(a.reuse) / "results.json").read_text())
+        try:
+            a.reused_results = json.loads((Path(a.reuse) / "results.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"--reuse {a.reuse}: its results.json cannot be read ({e})") from None
     if a.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but CUDA is not available")
     return a
@@ -548,7 +553,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs{' (quick)' if a.quick else ''}", flush=True)
     t0 = time.perf_counter()
     results: dict[str, Any] = {"args": {k: v for k, v in vars(a).items()
-                                        if k not in ("budget_overrides", "reused_results", "reused_rows")}}
+                                        if k not in ("budget_overrides", "reused_results")}}
     if "mixture" in a.data:
         results["mixture"] = run_mixture(a, out / "mixture")
     if "digits" in a.data:
@@ -560,4 +565,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    try:
+        parse(None)  # bad arguments: one line and exit code 2, before any work
+    except ValueError as err:
+        print(f"families.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -94,6 +94,15 @@ def test_quick_digits(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert res2["teacher"]["fd"] == res["teacher"]["fd"]
     assert (tmp_path / "c" / "digits" / "vp" / "config.toml").is_file()
     assert mod.from_dict(mod.load_config(tmp_path / "c" / "digits" / "cd" / "config.toml")).optim.steps == cd_steps
+    # what is not reused: another size (--quick or not), CD without its reused teacher, another budget
+    ns = mod.parse(["--quick", "--data", "digits", "--reuse", str(tmp_path / "b")])
+    budget = res["budget"]
+    assert not mod.reusable(ns, "digits", "cd", budget, tmp_path / "d", {})
+    assert not mod.reusable(ns, "digits", "vp", {**budget, "steps": budget["steps"] + 1}, tmp_path / "d", {})
+    ns.quick = False
+    assert not mod.reusable(ns, "digits", "vp", budget, tmp_path / "d", {})
+    ns.quick, runs = True, {}
+    assert mod.reusable(ns, "digits", "vp", budget, tmp_path / "d", runs) and "reused" in runs["vp"]
 
 
 def test_nfe_budgets_follow_the_registry() -> None:
@@ -125,7 +134,7 @@ def test_the_held_out_mixture() -> None:
     assert torch.equal(mix.means, mod.benchmark_mixture().means)
 
 
-def test_bad_arguments() -> None:
+def test_bad_arguments(tmp_path: Path) -> None:
     mod = _load()
     with pytest.raises(ValueError, match="--data"):
         mod.parse(["--data", "cifar"])
@@ -135,3 +144,17 @@ def test_bad_arguments() -> None:
         mod.parse(["--threads", "0"])
     with pytest.raises(ValueError, match="--reuse .*no results.json"):
         mod.parse(["--reuse", "/nonexistent/families"])
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(ValueError, match="--reuse .*results.json cannot be read"):
+        mod.parse(["--reuse", str(tmp_path)])
+
+
+def test_bad_arguments_exit_2_with_one_line() -> None:
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, str(BENCH / "families.py"), "--reuse", "/nonexistent/families"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == ["families.py: error: --reuse /nonexistent/families: no results.json "
+                                             "there (not a finished run of this script)"]
