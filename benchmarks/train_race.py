@@ -28,7 +28,11 @@ feature network kuosan trains on the data's training split, beside the real-vs-r
   diffusers' ``num_training_steps``) to budget × rate, so each learning-rate schedule ends with the budget. The two
   sides then train in alternating rounds (A, B, B, A, ...), so load from other processes falls on both alike; each
   stops at its planned steps or when its budget is spent, whichever comes first (both are printed). kuosan
-  continues between rounds with ``train(None, resume=run, stop_at=k)``, which is exact.
+  continues between rounds with ``train(None, resume=run, stop_at=k)``, which is exact. diffusers' EMA U-Net is saved
+  in ``OUT/diffusers`` (its ``save_pretrained``: config + safetensors). ``--reuse DIR`` (an earlier race at the same
+  data, budget, seed, threads and device) copies kuosan's run and, when DIR saved it, diffusers' model instead of
+  training them, so the sampling can be redone at other step counts or sample sizes; a side with no saved model
+  trains alone for the budget, its run length from a fresh calibration.
 - **Metrics.** Samples are clamped to the data range [-1, 1] (diffusers' pipelines do it themselves). FD (Fréchet
   distance, biased upward by O(d/n): compare at equal n) and KID (unbiased) against the training split; the
   rows at the longest step count use ``--n-long`` samples (1000 network calls each is the cost), and every row is
@@ -44,6 +48,7 @@ quiet one); the 28x28 MNIST U-Net is ~40x costlier a sample, so the MNIST race w
 fewer steps and samples.
 
 Usage: python benchmarks/train_race.py --data digits [--quick] [--n 2000] [--n-long N] [--threads 2] [--device cpu]
+       [--reuse DIR]
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -120,20 +126,27 @@ def n_params(net: nn.Module) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
+def diffusers_scheduler() -> Any:
+    """The example's DDPMScheduler (1000 steps, linear β, ε-prediction): training and both pipelines use it."""
+    from diffusers import DDPMScheduler
+
+    r = DIFFUSERS_RECIPE
+    return DDPMScheduler(num_train_timesteps=r["T"], beta_schedule=r["beta_schedule"],
+                         prediction_type=r["prediction_type"])
+
+
 class DiffusersTrainer:
     """train_unconditional.py's training loop on in-memory images X (N, C, H, W) in [-1, 1], with explicit
     generators (kuosan's training reseeds the global RNG between rounds)."""
 
     def __init__(self, unet: nn.Module, X: Tensor, total_steps: int, seed: int, device: str = "cpu"):
-        from diffusers import DDPMScheduler
         from diffusers.optimization import get_scheduler
         from diffusers.training_utils import EMAModel
 
         r = DIFFUSERS_RECIPE
         self.unet, self.total_steps, self.device = unet.to(device), total_steps, torch.device(device)
         self.warmup = min(r["warmup"], total_steps // 4)
-        self.noise_scheduler = DDPMScheduler(num_train_timesteps=r["T"], beta_schedule=r["beta_schedule"],
-                                             prediction_type=r["prediction_type"])
+        self.noise_scheduler = diffusers_scheduler()
         self.opt = torch.optim.AdamW(unet.parameters(), lr=r["lr"], betas=r["betas"], weight_decay=r["weight_decay"],
                                      eps=r["eps"])
         self.lr_sched = get_scheduler("cosine", optimizer=self.opt, num_warmup_steps=self.warmup,
@@ -316,6 +329,98 @@ def race(sides: dict[str, Any], budget: float, rounds: int) -> None:
             return
 
 
+def reusable(a: argparse.Namespace) -> dict[str, Any]:
+    """``--reuse DIR``'s results.json when that race trained at this data, budget, seed, threads and device
+    ({} without --reuse); anything else is refused with one line."""
+    if a.reuse is None:
+        return {}
+    try:
+        old = json.loads((Path(a.reuse) / "results.json").read_text())
+        args = old["args"]
+        same = {k: args[k] for k in ("data", "budget", "seed", "threads", "device")}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"--reuse {a.reuse}: not a finished race of this script ({e})") from None
+    want = {"data": a.data, "budget": a.budget, "seed": a.seed, "threads": a.threads, "device": a.device}
+    if same != want:
+        raise ValueError(f"--reuse {a.reuse}: that race trained at {same}, this one asks for {want}")
+    if not (Path(a.reuse) / "kuosan" / "checkpoints").is_dir():
+        raise ValueError(f"--reuse {a.reuse}: its kuosan run folder is missing")
+    return old
+
+
+def train_sides(a: argparse.Namespace, out: Path, cfg0: Config, meta: dict[str, Any], tr: Any, held: Any,
+                unet: nn.Module, reused: dict[str, Any]) -> tuple[dict[str, Any], tuple[float, float], nn.Module]:
+    """Both sides trained for the budget in alternating rounds, after a calibration that sets their run lengths;
+    with ``reused`` (--reuse), kuosan's run and, when that race saved it, diffusers' EMA U-Net are copied instead and
+    only a side without a saved model trains (alone). Returns the training table, the calibrated rates and
+    diffusers' EMA U-Net."""
+    from diffusers import UNet2DModel
+
+    src = Path(a.reuse) if reused else None
+    d_saved = src is not None and (src / "diffusers" / "config.json").is_file()
+    # calibration (not counted): steps/s of each side's training step, alternating
+    ks = kuosan_step(cfg0, tr.x, meta, a.device)
+    dt = DiffusersTrainer(copy.deepcopy(unet), tr.x, 10**9, a.seed, a.device)
+    if src is None:
+        rk1, rd1 = _rate(ks, a.calibrate / 2, a.device), _rate(lambda: dt.step(), a.calibrate / 2, a.device)
+        rd2, rk2 = _rate(lambda: dt.step(), a.calibrate / 2, a.device), _rate(ks, a.calibrate / 2, a.device)
+        rk, rd = (rk1 + rk2) / 2, (rd1 + rd2) / 2
+    else:  # a reused side keeps the rate its race calibrated
+        rk = reused["rates"]["kuosan"]
+        rd = reused["rates"]["diffusers"] if d_saved else _rate(lambda: dt.step(), a.calibrate, a.device)
+    ks = dt = None  # the throwaway copies go
+    steps_k, steps_d = max(1, round(rk * a.budget)), max(1, round(rd * a.budget))
+    print(f"calibration{' (reused: ' + str(src) + ')' if src else ''}: kuosan {rk:.2f} steps/s (batch "
+          f"{cfg0.optim.batch_size}), diffusers {rd:.2f} steps/s (batch {DIFFUSERS_RECIPE['batch_size']}) -> planned "
+          f"{steps_k} and {steps_d} steps in {a.budget:g} s")
+
+    cfg = kuosan_config(a.data, a.threads, out / "kuosan", steps_k, a.device)
+    from kuosan.train.loop import bf16_is_fast
+
+    precision = cfg.run.precision
+    if precision == "auto":
+        precision = f"auto = {'bf16' if bf16_is_fast(torch.device(a.device)) else 'fp32'} on this {a.device}"
+    sides: dict[str, Any] = {"kuosan": KuosanSide(cfg, rk, held.x),
+                             "diffusers": DiffusersTrainer(unet, tr.x, steps_d, a.seed, a.device)}
+    sides["diffusers"].rate = rd
+    print(f"kuosan: default config{' + README MNIST-5k recipe' if a.data != 'digits' else ''}: {cfg.path.schedule} "
+          f"β, {cfg.objective.prediction}-prediction, lr {cfg.optim.lr:g}, warm-up {cfg.optim.warmup}, EMA "
+          f"{cfg.optim.ema_decay}, batch {cfg.optim.batch_size}, precision {precision}")
+    print(f"diffusers: train_unconditional recipe: linear β, ε-prediction, lr {DIFFUSERS_RECIPE['lr']:g}, warm-up "
+          f"{sides['diffusers'].warmup}, cosine, EMA max {DIFFUSERS_RECIPE['ema_max_decay']}, batch "
+          f"{DIFFUSERS_RECIPE['batch_size']}, fp32")
+    training: dict[str, Any] = {}
+    if src is not None:
+        shutil.copytree(src / "kuosan", out / "kuosan")
+        training["kuosan"] = {**reused["training"]["kuosan"], "reused": str(src)}
+        del sides["kuosan"]
+        if d_saved:
+            training["diffusers"] = {**reused["training"]["diffusers"], "reused": str(src)}
+            del sides["diffusers"]
+        for name in training:
+            print(f"  reused {name} from {src} ({training[name]['steps']} steps in "
+                  f"{training[name]['seconds']:.1f} s of training)")
+    t0 = time.perf_counter()
+    if sides:
+        race(sides, a.budget, a.rounds)
+    race_wall = time.perf_counter() - t0
+    training.update({name: {"steps": s.steps, "planned_steps": s.total_steps, "seconds": s.seconds, "rate": s.rate}
+                     for name, s in sides.items()})
+    if "kuosan" in sides:
+        ks_ = sides["kuosan"]
+        training["kuosan"].update(train_calls=ks_.calls, val_s=ks_.val_s)
+        print(f"kuosan's {ks_.calls} train() calls each ended with a validation loss ({ks_.val_s or 0:.2f} s, not "
+              f"counted); race wall time {race_wall:.0f} s (start-up, checkpoints and previews included)")
+    for name, t in training.items():
+        print(f"{name}: {t['steps']} of {t['planned_steps']} planned steps in {t['seconds']:.1f} s of training")
+    if "diffusers" in sides:
+        unet_ema = sides["diffusers"].ema_unet()
+    else:
+        unet_ema = UNet2DModel.from_pretrained(src / "diffusers").to(a.device).eval()  # type: ignore[operator]
+    return training, (rk, rd), unet_ema
+
+
+
 # ---------------------------------------------------------------- sampling and scoring
 
 def diffusers_sample(unet: nn.Module, config: Any, steps: int, n: int, seed: int, batch: int, ddpm: bool) -> Tensor:
@@ -370,6 +475,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="feature network training steps (the default is kuosan eval's)")
     p.add_argument("--feature-cache", help="feature networks' cache (default: kuosan's)")
     p.add_argument("--out", help="output folder (default runs/train-race-<data>-<time>)")
+    p.add_argument("--reuse", metavar="DIR", help="an earlier race at the same data, budget, seed, threads and "
+                   "device: its kuosan run and (when saved) diffusers' model are copied, not retrained; a side "
+                   "without a saved model trains alone for the budget")
     a = p.parse_args(argv)
     a.budget = a.budget if a.budget is not None else (QUICK_BUDGET if a.quick else BUDGET)[a.data]
     a.n = a.n if a.n is not None else (500 if a.quick else 2000)
@@ -462,48 +570,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if abs(n_d / n_k - 1) > 0.05:
         raise RuntimeError(f"parameter counts differ by more than 5%: {n_k} vs {n_d}")
 
-    # calibration (not counted): steps/s of each side's training step, alternating
-    ks = kuosan_step(cfg0, tr.x, meta, a.device)
-    dt = DiffusersTrainer(copy.deepcopy(unet), tr.x, 10**9, a.seed, a.device)
-    rk1, rd1 = _rate(ks, a.calibrate / 2, a.device), _rate(lambda: dt.step(), a.calibrate / 2, a.device)
-    rd2, rk2 = _rate(lambda: dt.step(), a.calibrate / 2, a.device), _rate(ks, a.calibrate / 2, a.device)
-    rk, rd = (rk1 + rk2) / 2, (rd1 + rd2) / 2
-    del ks, dt
-    steps_k, steps_d = max(1, round(rk * a.budget)), max(1, round(rd * a.budget))
-    print(f"calibration: kuosan {rk:.2f} steps/s (batch {cfg0.optim.batch_size}), diffusers {rd:.2f} steps/s (batch "
-          f"{DIFFUSERS_RECIPE['batch_size']}) -> planned {steps_k} and {steps_d} steps in {a.budget:g} s")
-
-    cfg = kuosan_config(a.data, a.threads, out / "kuosan", steps_k, a.device)
-    from kuosan.train.loop import bf16_is_fast
-
-    precision = cfg.run.precision
-    if precision == "auto":
-        precision = f"auto = {'bf16' if bf16_is_fast(torch.device(a.device)) else 'fp32'} on this {a.device}"
-    sides: dict[str, Any] = {"kuosan": KuosanSide(cfg, rk, held.x),
-                             "diffusers": DiffusersTrainer(unet, tr.x, steps_d, a.seed, a.device)}
-    sides["diffusers"].rate = rd
-    print(f"kuosan: default config{' + README MNIST-5k recipe' if a.data != 'digits' else ''}: {cfg.path.schedule} "
-          f"β, {cfg.objective.prediction}-prediction, lr {cfg.optim.lr:g}, warm-up {cfg.optim.warmup}, EMA "
-          f"{cfg.optim.ema_decay}, batch {cfg.optim.batch_size}, precision {precision}")
-    print(f"diffusers: train_unconditional recipe: linear β, ε-prediction, lr {DIFFUSERS_RECIPE['lr']:g}, warm-up "
-          f"{sides['diffusers'].warmup}, cosine, EMA max {DIFFUSERS_RECIPE['ema_max_decay']}, batch "
-          f"{DIFFUSERS_RECIPE['batch_size']}, fp32")
-    t0 = time.perf_counter()
-    race(sides, a.budget, a.rounds)
-    race_wall = time.perf_counter() - t0
-    training = {name: {"steps": s.steps, "planned_steps": s.total_steps, "seconds": s.seconds, "rate": s.rate}
-                for name, s in sides.items()}
-    training["kuosan"].update(train_calls=sides["kuosan"].calls, val_s=sides["kuosan"].val_s)
-    for name, t in training.items():
-        print(f"{name}: {t['steps']} of {t['planned_steps']} planned steps in {t['seconds']:.1f} s of training")
-    ks_ = sides["kuosan"]
-    print(f"kuosan's {ks_.calls} train() calls each ended with a validation loss ({ks_.val_s or 0:.2f} s, not "
-          f"counted); race wall time {race_wall:.0f} s (start-up, checkpoints and previews included)")
+    reused = reusable(a)
+    training, (rk, rd), unet_ema = train_sides(a, out, cfg0, meta, tr, held, unet, reused)
+    unet_ema.save_pretrained(out / "diffusers")  # config.json + safetensors: --reuse reads it back
 
     # sampling and scoring
     D, _, _ = load_denoiser(out / "kuosan", device=a.device)
-    unet_ema = sides["diffusers"].ema_unet()
-    sched_config = sides["diffusers"].noise_scheduler.config
+    sched_config = diffusers_scheduler().config
     shape = tuple(meta["shape"])
     jobs: list[tuple[str, str, int]] = []
     for s in a.steps:
@@ -560,7 +633,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     total = time.perf_counter() - t_start
     lines.append(f"total wall time {total:.0f} s; load average now {os.getloadavg()[0]:.1f}")
     print("\n".join(lines))
-    result = {"args": {k: v for k, v in vars(a).items()}, "params": {"kuosan": n_k, "diffusers": n_d},
+    result = {"args": dict(vars(a)), "params": {"kuosan": n_k, "diffusers": n_d},
               "rates": {"kuosan": rk, "diffusers": rd}, "training": training, "baseline": base, "rows": rows,
               "goals": gl, "table": lines, "wall_s": total}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=str))
@@ -569,4 +642,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
+    try:
+        reusable(parse(None))  # bad arguments or --reuse: one line and exit code 2, before any work
+    except ValueError as err:
+        print(f"train_race.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
     main()

@@ -58,6 +58,33 @@ def test_train_race_smallest(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert len(list((tmp_path / "race" / "samples").glob("*.png"))) == 5
     # kuosan's run folder keeps one checkpoint: the last round's
     assert len(list((tmp_path / "race" / "kuosan" / "checkpoints").glob("step_*"))) == 1
+    # diffusers' EMA U-Net is saved (safetensors + config) for --reuse
+    assert (tmp_path / "race" / "diffusers" / "config.json").is_file()
+    assert list((tmp_path / "race" / "diffusers").glob("*.safetensors"))
+
+    # --reuse: both models copied, nothing trained; every row scores as before (sampling is seeded)
+    args = ["--data", "digits", "--budget", str(budget), "--rounds", "2", "--calibrate", "0.4", "--n", "100",
+            "--n-long", "64", "--steps", "2,3", "--threads", "1", "--feature-steps", "30",
+            "--feature-cache", str(tmp_path / "features")]
+    again = _load().main(args + ["--reuse", str(tmp_path / "race"), "--out", str(tmp_path / "again")])
+    assert all(t["reused"] == str(tmp_path / "race") for t in again["training"].values())
+    assert {k: t["steps"] for k, t in again["training"].items()} == {k: t["steps"] for k, t in res["training"].items()}
+    for r0, r1 in zip(res["rows"], again["rows"]):
+        assert (r0["model"], r0["sampler"], r0["steps"]) == (r1["model"], r1["sampler"], r1["steps"])
+        assert r1["fd"] == pytest.approx(r0["fd"], rel=1e-4, abs=1e-6), r0
+    # a race that saved no diffusers model: kuosan copied, diffusers trains alone for the budget
+    import shutil
+    shutil.rmtree(tmp_path / "again" / "diffusers")
+    third = _load().main(args + ["--reuse", str(tmp_path / "again"), "--out", str(tmp_path / "third")])
+    assert "reused" in third["training"]["kuosan"] and "reused" not in third["training"]["diffusers"]
+    assert 1 <= third["training"]["diffusers"]["steps"] and third["training"]["diffusers"]["seconds"] < budget + 10.0
+    k0 = [r["fd"] for r in res["rows"] if r["model"] == "kuosan"]
+    assert [r["fd"] for r in third["rows"] if r["model"] == "kuosan"] == pytest.approx(k0, rel=1e-4, abs=1e-6)
+    assert (tmp_path / "third" / "diffusers" / "config.json").is_file()
+    # a race at another budget is refused, in one line
+    with pytest.raises(ValueError, match="trained at"):
+        _load().main(args[:2] + ["--budget", "3"] + args[4:] + ["--reuse", str(tmp_path / "race"),
+                                                                 "--out", str(tmp_path / "fourth")])
 
 
 def test_train_race_refuses_bad_input() -> None:
@@ -68,6 +95,8 @@ def test_train_race_refuses_bad_input() -> None:
         mod.parse(["--steps", "ten"])
     with pytest.raises(ValueError, match="--n must be a positive"):
         mod.parse(["--n", "0"])
+    with pytest.raises(ValueError, match="not a finished race"):
+        mod.reusable(mod.parse(["--reuse", "/nonexistent/race"]))
 
 
 @pytest.mark.parametrize("data", ["digits", "mnist5k"])
