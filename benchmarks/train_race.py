@@ -348,6 +348,21 @@ def reusable(a: argparse.Namespace) -> dict[str, Any]:
     return old
 
 
+def calibrate(a: argparse.Namespace, cfg0: Config, meta: dict[str, Any], X: Tensor, unet: nn.Module,
+              names: list[str]) -> dict[str, float]:
+    """Steps/s of each named side's training step on throwaway copies (not counted), in the order A, B, B, A so
+    that load from other processes falls on both alike; --calibrate seconds a side."""
+    step: dict[str, Any] = {}
+    if "kuosan" in names:
+        step["kuosan"] = kuosan_step(cfg0, X, meta, a.device)
+    if "diffusers" in names:
+        step["diffusers"] = DiffusersTrainer(copy.deepcopy(unet), X, 10**9, a.seed, a.device).step
+    rates = dict.fromkeys(names, 0.0)
+    for name in names + names[::-1]:
+        rates[name] += _rate(step[name], a.calibrate / 2, a.device) / 2
+    return rates
+
+
 def train_sides(a: argparse.Namespace, out: Path, cfg0: Config, meta: dict[str, Any], tr: Any, held: Any,
                 unet: nn.Module, reused: dict[str, Any]) -> tuple[dict[str, Any], tuple[float, float], nn.Module]:
     """Both sides trained for the budget in alternating rounds, after a calibration that sets their run lengths;
@@ -357,18 +372,10 @@ def train_sides(a: argparse.Namespace, out: Path, cfg0: Config, meta: dict[str, 
     from diffusers import UNet2DModel
 
     src = Path(a.reuse) if reused else None
-    d_saved = src is not None and (src / "diffusers" / "config.json").is_file()
-    # calibration (not counted): steps/s of each side's training step, alternating
-    ks = kuosan_step(cfg0, tr.x, meta, a.device)
-    dt = DiffusersTrainer(copy.deepcopy(unet), tr.x, 10**9, a.seed, a.device)
-    if src is None:
-        rk1, rd1 = _rate(ks, a.calibrate / 2, a.device), _rate(lambda: dt.step(), a.calibrate / 2, a.device)
-        rd2, rk2 = _rate(lambda: dt.step(), a.calibrate / 2, a.device), _rate(ks, a.calibrate / 2, a.device)
-        rk, rd = (rk1 + rk2) / 2, (rd1 + rd2) / 2
-    else:  # a reused side keeps the rate its race calibrated
-        rk = reused["rates"]["kuosan"]
-        rd = reused["rates"]["diffusers"] if d_saved else _rate(lambda: dt.step(), a.calibrate, a.device)
-    ks = dt = None  # the throwaway copies go
+    reuse = [] if src is None else ["kuosan"] + (["diffusers"] if (src / "diffusers" / "config.json").is_file() else [])
+    fresh = [name for name in ("kuosan", "diffusers") if name not in reuse]
+    rates = {**calibrate(a, cfg0, meta, tr.x, unet, fresh), **{name: reused["rates"][name] for name in reuse}}
+    rk, rd = rates["kuosan"], rates["diffusers"]
     steps_k, steps_d = max(1, round(rk * a.budget)), max(1, round(rd * a.budget))
     print(f"calibration{' (reused: ' + str(src) + ')' if src else ''}: kuosan {rk:.2f} steps/s (batch "
           f"{cfg0.optim.batch_size}), diffusers {rd:.2f} steps/s (batch {DIFFUSERS_RECIPE['batch_size']}) -> planned "
@@ -380,26 +387,22 @@ def train_sides(a: argparse.Namespace, out: Path, cfg0: Config, meta: dict[str, 
     precision = cfg.run.precision
     if precision == "auto":
         precision = f"auto = {'bf16' if bf16_is_fast(torch.device(a.device)) else 'fp32'} on this {a.device}"
-    sides: dict[str, Any] = {"kuosan": KuosanSide(cfg, rk, held.x),
-                             "diffusers": DiffusersTrainer(unet, tr.x, steps_d, a.seed, a.device)}
-    sides["diffusers"].rate = rd
+    d_trainer = DiffusersTrainer(unet, tr.x, steps_d, a.seed, a.device)
+    d_trainer.rate = rd
+    sides: dict[str, Any] = {name: side for name, side in (("kuosan", KuosanSide(cfg, rk, held.x)),
+                                                           ("diffusers", d_trainer)) if name in fresh}
     print(f"kuosan: default config{' + README MNIST-5k recipe' if a.data != 'digits' else ''}: {cfg.path.schedule} "
           f"β, {cfg.objective.prediction}-prediction, lr {cfg.optim.lr:g}, warm-up {cfg.optim.warmup}, EMA "
           f"{cfg.optim.ema_decay}, batch {cfg.optim.batch_size}, precision {precision}")
     print(f"diffusers: train_unconditional recipe: linear β, ε-prediction, lr {DIFFUSERS_RECIPE['lr']:g}, warm-up "
-          f"{sides['diffusers'].warmup}, cosine, EMA max {DIFFUSERS_RECIPE['ema_max_decay']}, batch "
+          f"{d_trainer.warmup}, cosine, EMA max {DIFFUSERS_RECIPE['ema_max_decay']}, batch "
           f"{DIFFUSERS_RECIPE['batch_size']}, fp32")
-    training: dict[str, Any] = {}
+    training = {name: {**reused["training"][name], "reused": str(src)} for name in reuse}
     if src is not None:
         shutil.copytree(src / "kuosan", out / "kuosan")
-        training["kuosan"] = {**reused["training"]["kuosan"], "reused": str(src)}
-        del sides["kuosan"]
-        if d_saved:
-            training["diffusers"] = {**reused["training"]["diffusers"], "reused": str(src)}
-            del sides["diffusers"]
-        for name in training:
-            print(f"  reused {name} from {src} ({training[name]['steps']} steps in "
-                  f"{training[name]['seconds']:.1f} s of training)")
+    for name in reuse:
+        print(f"  reused {name} from {src} ({training[name]['steps']} steps in {training[name]['seconds']:.1f} s "
+              "of training)")
     t0 = time.perf_counter()
     if sides:
         race(sides, a.budget, a.rounds)
@@ -413,12 +416,11 @@ def train_sides(a: argparse.Namespace, out: Path, cfg0: Config, meta: dict[str, 
               f"counted); race wall time {race_wall:.0f} s (start-up, checkpoints and previews included)")
     for name, t in training.items():
         print(f"{name}: {t['steps']} of {t['planned_steps']} planned steps in {t['seconds']:.1f} s of training")
-    if "diffusers" in sides:
-        unet_ema = sides["diffusers"].ema_unet()
-    else:
+    if "diffusers" in reuse:
         unet_ema = UNet2DModel.from_pretrained(src / "diffusers").to(a.device).eval()  # type: ignore[operator]
+    else:
+        unet_ema = d_trainer.ema_unet()
     return training, (rk, rd), unet_ema
-
 
 
 # ---------------------------------------------------------------- sampling and scoring
