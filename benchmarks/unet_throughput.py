@@ -3,9 +3,12 @@ layout and parameter count (same input and process, interleaved), with FLOPs a s
 peak (best GFLOP/s of a large square matmul, fp32 and bf16) that each step reaches.
 
 mnist (28x28): widths (c, 2c, 2c), c = 64, 2 res blocks a level, attention at 7x7 and in the middle; digits (8x8):
-kuosan's default net, widths (c, 2c), c = 32, 1 res block a level, attention in the middle. Both: FiLM time
-injection, head dim 32, >= 4 channels a GroupNorm group. --optim default times each library's default update.
-Usage: python benchmarks/unet_throughput.py [--device auto|cpu|cuda] [--size mnist|digits|both] [--threads N]
+kuosan's default net, widths (c, 2c), c = 32, 1 res block a level, attention in the middle; cifar (3x32x32, for a
+GPU): DDPM's CIFAR-10 layout (Ho et al. 2020, appendix B), widths (c, 2c, 2c, 2c), c = 128, 2 res blocks a level,
+attention at 16x16 and in the middle, dropout 0.1 (38.3M parameters with FiLM; DDPM's additive injection: 35.7M).
+All: FiLM time injection, head dim 32, >= 4 channels a GroupNorm group. --optim default times each library's
+default update. --spec-peak T adds MFU: achieved FLOP/s over a datasheet peak of T TFLOP/s (H100 SXM bf16: 989).
+Usage: python benchmarks/unet_throughput.py [--device auto|cpu|cuda] [--size mnist|digits|cifar|both] [--threads N]
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ Mode = Literal["train", "infer"]
 SIZES: dict[str, dict[str, Any]] = {
     "mnist": {"net": {"channel_mult": (1, 2, 2), "num_res_blocks": 2, "attn_resolutions": (7,), "dropout": 0.0},
               "data": {"name": "mnist5k"}, "side": 28, "channels": 64, "cpu_batch": 32},
-    "digits": {"net": {}, "data": {}, "side": 8, "channels": 32, "cpu_batch": 128}}
+    "digits": {"net": {}, "data": {}, "side": 8, "channels": 32, "cpu_batch": 128},
+    "cifar": {"net": {"channel_mult": (1, 2, 2, 2), "num_res_blocks": 2, "attn_resolutions": (16,), "dropout": 0.1},
+              "data": {}, "side": 32, "channels": 128, "cpu_batch": 8, "in_ch": 3}}
 # per-device defaults: a CPU step of batch 128 at 28x28 takes seconds, so the CPU runs smaller and fewer
 DEFAULTS = {"cpu": {"iters": 3, "warmup": 1, "repeats": 3, "peak_sizes": (2048, 4096), "peak_repeats": 3},
             "cuda": {"batch": 128, "iters": 50, "warmup": 10, "repeats": 7,  # launch-bound: long rounds
@@ -46,12 +51,12 @@ def kuosan_cfg(size: str, channels: int) -> Config:
 
 def kuosan_unet(size: str, channels: int) -> nn.Module:
     """kuosan's U-Net of that size (digits: the default Config's net) at base width ``channels``."""
-    side = SIZES[size]["side"]
-    return build_net(kuosan_cfg(size, channels), {"kind": "image", "shape": [1, side, side], "num_classes": 0})
+    side, ch = SIZES[size]["side"], SIZES[size].get("in_ch", 1)
+    return build_net(kuosan_cfg(size, channels), {"kind": "image", "shape": [ch, side, side], "num_classes": 0})
 
 
 class SampleOut(nn.Module):
-    """diffusers returns a UNet2DOutput; this returns its .sample tensor (B, 1, H, W), like kuosan's net."""
+    """diffusers returns a UNet2DOutput; this returns its .sample tensor (B, C, H, W), like kuosan's net."""
 
     def __init__(self, net: nn.Module):
         super().__init__()
@@ -72,13 +77,18 @@ def diffusers_unet(size: str, channels: int) -> nn.Module | None:
         layout = dict(block_out_channels=(c, 2 * c, 2 * c), layers_per_block=2,
                       down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                       up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"))
+    elif size == "cifar":  # attention at the second level (16x16), as kuosan's attn_resolutions = (16,)
+        layout = dict(block_out_channels=(c, 2 * c, 2 * c, 2 * c), layers_per_block=2,
+                      down_block_types=("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+                      up_block_types=("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"))
     else:
         layout = dict(block_out_channels=(c, 2 * c), layers_per_block=1, down_block_types=("DownBlock2D",) * 2,
                       up_block_types=("UpBlock2D",) * 2)
     # attn_norm_num_groups: with scale_shift the middle attention has no GroupNorm unless asked; kuosan's has one
-    return SampleOut(UNet2DModel(sample_size=SIZES[size]["side"], in_channels=1, out_channels=1, attention_head_dim=32,
-                                 resnet_time_scale_shift="scale_shift", norm_num_groups=g, attn_norm_num_groups=g,
-                                 dropout=0.0, **layout))
+    ch = SIZES[size].get("in_ch", 1)
+    return SampleOut(UNet2DModel(sample_size=SIZES[size]["side"], in_channels=ch, out_channels=ch,
+                                 attention_head_dim=32, resnet_time_scale_shift="scale_shift", norm_num_groups=g,
+                                 attn_norm_num_groups=g, dropout=SIZES[size]["net"].get("dropout", 0.0), **layout))
 
 
 def n_params(net: nn.Module) -> int:
@@ -156,10 +166,10 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, sizes: Sequence[int], 
     return best
 
 
-def count_flops(net: nn.Module, side: int, mode: Mode, device: torch.device) -> float:
+def count_flops(net: nn.Module, shape: tuple[int, int, int], mode: Mode, device: torch.device) -> float:
     """Matmul and conv FLOPs a sample of one step (train: forward + backward), by FlopCounterMode; attention runs
     through SDPA's math path here so its two (backward: four) batched matmuls are counted on every device."""
-    x, t = torch.randn(2, 1, side, side, device=device), torch.full((2,), 500.0, device=device)
+    x, t = torch.randn(2, *shape, device=device), torch.full((2,), 500.0, device=device)
     net.train(mode == "train")
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as fc:
         if mode == "train":
@@ -172,13 +182,13 @@ def count_flops(net: nn.Module, side: int, mode: Mode, device: torch.device) -> 
 
 
 def compare(nets: dict[str, nn.Module], raws: dict[str, nn.Module], cfg: Config, optim: str, device: torch.device,
-            mode: Mode, bf16: bool, side: int, batch: int, iters: int, warmup: int, repeats: int,
+            mode: Mode, bf16: bool, shape: tuple[int, int, int], batch: int, iters: int, warmup: int, repeats: int,
             channels_last: bool) -> list[dict[str, Any]]:
     """Interleaved timing of every net on one input: rounds of A,B then B,A, ... so drift hits all alike."""
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch, 1, side, side, generator=g).to(device)
+    x = torch.randn(batch, *shape, generator=g).to(device)
     t = (torch.rand(batch, generator=g) * 999).to(device)  # float times, as kuosan's NetDenoiser passes them
-    target = torch.randn(batch, 1, side, side, generator=g).to(device)
+    target = torch.randn(batch, *shape, generator=g).to(device)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     steps = {}
@@ -219,8 +229,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                    help="auto: the CPU, then CUDA when available")
-    p.add_argument("--size", default="both", choices=["mnist", "digits", "both"],
-                   help="mnist: 28x28, c = 64; digits: kuosan's default 8x8 net, c = 32")
+    p.add_argument("--size", default="both", choices=["mnist", "digits", "cifar", "both"],
+                   help="mnist: 28x28, c = 64; digits: kuosan's default 8x8 net, c = 32; cifar: DDPM's CIFAR-10 "
+                        "layout, c = 128 (both: mnist and digits)")
     p.add_argument("--dtype", default="both", choices=["fp32", "bf16", "both"], help="bf16 = bf16 autocast")
     p.add_argument("--mode", default="both", choices=["train", "infer", "both"])
     p.add_argument("--optim", default="default", choices=["default", "same"],
@@ -233,9 +244,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format for nets and input")
     p.add_argument("--compile", action="store_true", help="torch.compile both nets (warm-up includes compiling)")
+    p.add_argument("--compile-mode", default="default",
+                   choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
+                   help="torch.compile's mode with --compile (reduce-overhead: CUDA graphs)")
+    p.add_argument("--spec-peak", type=float, help="datasheet peak in TFLOP/s of the dtype timed: adds an MFU column")
     p.add_argument("--no-diffusers", action="store_true", help="time kuosan alone")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one step each: a smoke test, not a measurement")
     args = p.parse_args(argv)
+    if args.spec_peak is not None and args.spec_peak <= 0:
+        raise ValueError(f"--spec-peak must be > 0 TFLOP/s, got {args.spec_peak}")
     for k, low in (("batch", 1), ("iters", 1), ("repeats", 1), ("channels", 1), ("warmup", 0), ("threads", 0)):
         if getattr(args, k) is not None and getattr(args, k) < low:
             raise ValueError(f"--{k} must be an integer >= {low}, got {getattr(args, k)}")
@@ -277,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
         print(f"{dev_name} matmul peak (n = {', '.join(map(str, d['peak_sizes']))}; best of {d['peak_repeats']}): "
               f"fp32 {peak['fp32']:.1f} GFLOP/s, bf16 {peak['bf16']:.1f} GFLOP/s")
         for size in sizes:
-            side = SIZES[size]["side"]
+            shape = (SIZES[size].get("in_ch", 1), SIZES[size]["side"], SIZES[size]["side"])
             channels = args.channels or (16 if args.quick else SIZES[size]["channels"])
             batch = args.batch or d.get("batch", SIZES[size]["cpu_batch"])
             torch.manual_seed(0)
@@ -289,18 +306,24 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
                 print(f"{size} parameters: kuosan {a:,}, diffusers {b:,} ({100 * (b / a - 1):+.2f}%)")
             fmt = torch.channels_last if args.channels_last else torch.preserve_format
             raws = {name: net.to(device, memory_format=fmt) for name, net in raws.items()}
-            flops = {(name, m): count_flops(net, side, m, device) for name, net in raws.items() for m in modes}
-            nets = {name: torch.compile(net) if args.compile else net for name, net in raws.items()}
+            flops = {(name, m): count_flops(net, shape, m, device) for name, net in raws.items() for m in modes}
+            nets = {name: torch.compile(net, mode=args.compile_mode) if args.compile else net
+                    for name, net in raws.items()}
             print(f"{dev_name} {size}: c={channels}, batch {batch}, {iters} timed steps x {repeats} interleaved "
                   f"rounds, {warmup} warm-up")
             for bf16 in dtypes:
                 for mode in modes:
-                    for r in compare(nets, raws, kuosan_cfg(size, channels), args.optim, device, mode, bf16, side,
+                    for r in compare(nets, raws, kuosan_cfg(size, channels), args.optim, device, mode, bf16, shape,
                                      batch, iters, warmup, repeats, args.channels_last):
                         f = flops[(r["model"], mode)]
                         rows.append({"size": size, **r, "flops_per_sample": f, "gflops": f * r["samples_per_s"] / 1e9,
                                      "peak_fraction": f * r["samples_per_s"] / 1e9 / peak[r["dtype"]]})
     print_table(rows)
+    if args.spec_peak:  # MFU (Chowdhery et al. 2022): model FLOPs achieved over the datasheet peak
+        for r in rows:
+            r["mfu"] = r["gflops"] / (1e3 * args.spec_peak)
+            print(f"MFU {r['size']} {r['model']} {r['mode']} {r['dtype']}: {100 * r['mfu']:.1f}% of "
+                  f"{args.spec_peak:g} TFLOP/s ({r['gflops'] / 1e3:.1f} TFLOP/s achieved)")
     return rows
 
 

@@ -16,6 +16,7 @@ LossType = Literal["l2", "l1", "huber"]
 Weighting = Literal["none", "vlb", "min_snr", "edm", "flow", "sigmoid"]
 TimeSampling = Literal["auto", "uniform_discrete", "uniform", "logit_normal", "log_normal", "importance", "t_max"]
 Precision = Literal["auto", "fp32", "bf16"]
+CompileMode = Literal["off", "default", "reduce-overhead"]
 
 
 class ConfigError(ValueError):
@@ -158,6 +159,9 @@ class RunConfig:
     device: str = _f("auto", "auto, cpu, cuda or cuda:N")
     threads: int = _f(0, "torch intra-op threads (0: torch's default)")
     precision: Precision = _f("auto", "fp32, bf16 (autocast) or auto (bf16 where it is fast)")
+    compile: CompileMode = _f("off", "torch.compile the training network: default (inductor's fused kernels) or "
+                                     "reduce-overhead (inductor + CUDA graphs, CUDA only: for small networks, whose "
+                                     "steps are kernel-launch-bound on a GPU)")
 
 
 @dataclass

@@ -95,6 +95,8 @@ def train_step(cfg: Config, net: nn.Module, net_fn: Callable[..., Tensor], obj: 
     learns that one did in the same step."""
     net.train()
     dev = batch.x0.device
+    if cfg.run.compile == "reduce-overhead":  # a new step: CUDA graphs may reuse the last step's output buffers
+        torch.compiler.cudagraph_mark_step_begin()
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16):
         terms = obj(net_fn, batch.x0, t=batch.t, eps=batch.eps, cond=batch.cond)
     per_sample = terms.total

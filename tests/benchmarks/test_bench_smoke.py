@@ -51,6 +51,18 @@ def test_unet_throughput_quick(capsys: pytest.CaptureFixture[str]) -> None:
     assert "samples/s" in out and "% peak" in out and "threads: 1" in out
 
 
+def test_unet_throughput_cifar_mfu(capsys: pytest.CaptureFixture[str]) -> None:
+    """The 3-channel cifar size runs (at the quick width) and --spec-peak adds MFU = achieved / datasheet peak."""
+    mod = _load("unet_throughput")
+    rows = mod.main(["--quick", "--device", "cpu", "--threads", "1", "--size", "cifar", "--dtype", "fp32",
+                     "--mode", "train", "--no-diffusers", "--spec-peak", "2"])
+    assert [(r["size"], r["model"]) for r in rows] == [("cifar", "kuosan")]
+    assert rows[0]["mfu"] == pytest.approx(rows[0]["gflops"] / 2000)
+    assert "MFU cifar kuosan train fp32" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--spec-peak must be > 0"):
+        mod.parse(["--spec-peak", "0"])
+
+
 def test_count_flops_by_hand() -> None:
     """A 1x1 conv into self-attention: the counter's FLOPs a sample are the hand count, attention included."""
     mod = _load("unet_throughput")
@@ -66,21 +78,26 @@ def test_count_flops_by_hand() -> None:
 
     conv, attn = 2 * 16 * 4, 2 * (2 * 16 * 16 * 4)  # QKᵀ and AV, 2 FLOPs a multiply-add
     cpu = torch.device("cpu")
-    assert mod.count_flops(Tiny(), 4, "infer", cpu) == conv + attn
+    assert mod.count_flops(Tiny(), (1, 4, 4), "infer", cpu) == conv + attn
     # backward: the conv's weight gradient (no input gradient), two matmuls for each of QKᵀ and AV
-    assert mod.count_flops(Tiny(), 4, "train", cpu) == 2 * conv + 3 * attn
+    assert mod.count_flops(Tiny(), (1, 4, 4), "train", cpu) == 2 * conv + 3 * attn
 
 
 @pytest.mark.skipif(not HAS_DIFFUSERS, reason="diffusers is not installed")
-@pytest.mark.parametrize(("size", "channels", "at_least"), [("mnist", 64, 6_000_000), ("digits", 32, 700_000)])
+@pytest.mark.parametrize(("size", "channels", "at_least"), [("mnist", 64, 6_000_000), ("digits", 32, 700_000),
+                                                        ("cifar", 128, 38_000_000)])
 def test_matched_parameter_count(size: str, channels: int, at_least: int) -> None:
-    """The default-width diffusers twins are within 1% of kuosan's parameter count; digits is kuosan's default."""
+    """The default-width diffusers twins are within 1% of kuosan's parameter count; digits is kuosan's default;
+    cifar is DDPM's CIFAR-10 layout (35.7M parameters with its additive time injection, 38.3M with FiLM)."""
     from kuosan.build import build_net
     from kuosan.config import from_dict
 
     mod = _load("unet_throughput")
     a, b = mod.n_params(mod.kuosan_unet(size, channels)), mod.n_params(mod.diffusers_unet(size, channels))
     assert a > at_least and abs(b / a - 1) < 0.01
+    if size == "cifar":
+        x = torch.randn(1, 3, 32, 32)
+        assert a == 38_307_203 and mod.kuosan_unet(size, 16)(x, torch.tensor([9.0])).shape == x.shape
     if size == "digits":
         default = build_net(from_dict({}), {"kind": "image", "shape": [1, 8, 8], "num_classes": 0})
         assert a == mod.n_params(default)

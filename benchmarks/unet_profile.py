@@ -1,0 +1,74 @@
+"""Where a U-Net training step's time goes: torch.profiler over a few steps of unet_throughput's timed step
+(kuosan's net, or diffusers' twin), its kernels by device time and the step's wall time against the sum of them.
+
+Usage: python benchmarks/unet_profile.py [--size cifar] [--device cuda] [--batch 128] [--bf16] [--model kuosan]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import time
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+
+def _throughput():  # type: ignore[no-untyped-def]
+    """benchmarks/unet_throughput.py as a module (benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("unet_throughput", Path(__file__).with_name("unet_throughput.py"))
+    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    sys.modules["unet_throughput"] = mod
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    return mod
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--size", default="cifar", choices=["mnist", "digits", "cifar"])
+    p.add_argument("--device", default="cuda", choices=["cpu", "cuda"])
+    p.add_argument("--model", default="kuosan", choices=["kuosan", "diffusers"])
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--steps", type=int, default=5, help="profiled steps (after 5 warm-up steps)")
+    p.add_argument("--rows", type=int, default=25, help="kernels listed")
+    a = p.parse_args(argv)
+    mod = _throughput()
+    dev = torch.device(a.device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    c = mod.SIZES[a.size]["channels"]
+    net = (mod.kuosan_unet if a.model == "kuosan" else mod.diffusers_unet)(a.size, c)
+    fmt = torch.channels_last if a.channels_last else torch.preserve_format
+    net = net.to(dev, memory_format=fmt)
+    shape = (mod.SIZES[a.size].get("in_ch", 1), mod.SIZES[a.size]["side"], mod.SIZES[a.size]["side"])
+    x, t, target = torch.randn(a.batch, *shape, device=dev), torch.rand(a.batch, device=dev) * 999, \
+        torch.randn(a.batch, *shape, device=dev)
+    if a.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    net.train()
+    step = mod.make_step(net, "train", a.bf16, x, t, target, mod.updater(a.model, net, "default",
+                                                                          mod.kuosan_cfg(a.size, c)))
+    mod.timed(step, 5, dev)
+    wall = mod.timed(step, a.steps, dev) / a.steps
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        mod.timed(step, a.steps, dev)
+    key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=key, row_limit=a.rows, max_name_column_width=70))
+    events = prof.key_averages()
+    dev_total = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6 / a.steps
+    launches = sum(e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel"))) / a.steps
+    print(f"{a.model} {a.size} batch {a.batch} bf16={a.bf16}: {1e3 * wall:.2f} ms a step (unprofiled), "
+          f"{1e3 * dev_total:.2f} ms of device kernels, {launches:.0f} kernel launches a step, "
+          f"{a.batch / wall:.0f} samples/s")
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"({time.perf_counter() - t0:.0f} s)")
