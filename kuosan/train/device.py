@@ -1,8 +1,10 @@
-"""Where a run trains: the device run.device names, and whether bf16 autocast pays there."""
+"""Where a run trains: the device run.device names, whether bf16 autocast pays there, and the network compiled
+for it (run.compile)."""
 
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -26,3 +28,14 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda' was asked for, but CUDA is not available")
     return torch.device(f"cuda:{local_rank}") if dev.type == "cuda" and dev.index is None else dev
+
+
+def compiled(net: nn.Module, mode: str, device: torch.device) -> nn.Module:
+    """``net`` under torch.compile for run.compile = default / reduce-overhead (CUDA graphs: on CUDA only, where
+    they remove the launch cost of a small network's ~1000 kernels a step); ``net`` itself for off."""
+    if mode == "off":
+        return net
+    if mode == "reduce-overhead" and device.type != "cuda":
+        raise ValueError(f"run.compile = reduce-overhead needs CUDA graphs, but the run trains on {device.type}; "
+                         f"use run.compile = default or off")
+    return torch.compile(net, mode=None if mode == "default" else mode)  # type: ignore[return-value]

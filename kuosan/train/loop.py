@@ -27,7 +27,7 @@ from ..checkpoint import (CheckpointError, DiskFullError, check_tensors, checkpo
 from ..config import Config, apply_overrides, from_dict, overrides_set, to_dict, to_toml
 from ..data import load_dataset, split
 from ..families.distill import init_from_teacher
-from .device import bf16_is_fast, pick_device
+from .device import bf16_is_fast, compiled, pick_device
 from .ema import EMA
 from .guard import Guard, TrainingError, advice
 from .lock import RunLock
@@ -288,17 +288,6 @@ def _locked(sig: StopSignals, cfg: Config, ckpt: Any, run_dir: Path, stop_at: in
         raise Interrupted(e.signum, f"stopped by {signal_name(e.signum)} after the run finished; its final "
                                     f"checkpoint is in {str(final)!r}") from None
     return run_dir
-
-
-def compiled(net: nn.Module, mode: str, device: torch.device) -> nn.Module:
-    """``net`` under torch.compile for run.compile = default / reduce-overhead (CUDA graphs: on CUDA only, where
-    they remove the launch cost of a small network's ~1000 kernels a step); ``net`` itself for off."""
-    if mode == "off":
-        return net
-    if mode == "reduce-overhead" and device.type != "cuda":
-        raise ValueError(f"run.compile = reduce-overhead needs CUDA graphs, but the run trains on {device.type}; "
-                         f"use run.compile = default or off")
-    return torch.compile(net, mode=None if mode == "default" else mode)  # type: ignore[return-value]
 
 
 def _time_sampler_state(obj: Any) -> dict[str, torch.Tensor] | None:

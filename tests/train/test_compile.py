@@ -14,7 +14,7 @@ from kuosan.build import build_net
 from kuosan.cli import main
 from kuosan.config import ConfigError, Config, apply_overrides
 from kuosan.train import train
-from kuosan.train.loop import compiled
+from kuosan.train.device import compiled
 
 CPU = torch.device("cpu")
 
