@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -22,6 +23,7 @@ import torch
 from kuosan.build import load_denoiser
 from kuosan.config import Config, apply_overrides
 from kuosan.data import load_dataset
+from kuosan.guidance.cfg import classifier_free
 from kuosan.sampling import SAMPLERS, sample
 from kuosan.train import train
 from kuosan.viz import save_samples
@@ -63,8 +65,10 @@ def fit_classifier(cfg: Config, kind: str, confident: float) -> tuple[Any, dict[
     return clf, ref, ds.num_classes
 
 
-def score(clf: Any, x: torch.Tensor, num_classes: int, confident: float) -> dict[str, Any]:
-    """Mean max-probability, share of confident samples, class histogram of samples x (n, ...) in [-1, 1].
+def score(clf: Any, x: torch.Tensor, num_classes: int, confident: float,
+          y: torch.Tensor | None = None) -> dict[str, Any]:
+    """Mean max-probability, share of confident samples, class histogram of samples x (n, ...) in [-1, 1]; with
+    the asked labels y (n,), the share of samples assigned to their own class.
 
     A class counts as present when at least one sample is assigned to it with probability > ``confident``."""
     p = np.zeros((len(x), num_classes))
@@ -73,7 +77,8 @@ def score(clf: Any, x: torch.Tensor, num_classes: int, confident: float) -> dict
     hist = np.bincount(label, minlength=num_classes)
     present = np.unique(label[maxp > confident])
     return {"mean_maxp": float(maxp.mean()), "confident": float((maxp > confident).mean()),
-            "hist": hist.tolist(), "present": len(present), "min_share": float(hist.min() / len(x))}
+            "hist": hist.tolist(), "present": len(present), "min_share": float(hist.min() / len(x)),
+            "label_acc": float("nan") if y is None else float((label == y.numpy()).mean())}
 
 
 def loop_seconds(log_csv: Path, step: int) -> float:
@@ -101,12 +106,18 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threshold", type=float, default=0.9, help="mean max-probability the criterion needs")
     p.add_argument("--confident", type=float, default=0.9, help="p above which a sample counts as confident")
     p.add_argument("--until-reached", action="store_true", help="stop once the criterion is met")
+    p.add_argument("--guidance", type=float, help="class-conditional runs (--set data.class_cond=true) sample class "
+                                                  "i mod 10 for sample i, with classifier-free guidance of scale w "
+                                                  "(1: unguided, the default); the table adds the share of samples "
+                                                  "the judge assigns to the asked class")
     args = p.parse_args(argv)
     for k in ("chunk", "n", "sample_steps"):
         if getattr(args, k) < 1:
             raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(args, k)}")
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0, got {args.threads}")
+    if args.guidance is not None and not args.guidance >= 0:
+        raise ValueError(f"--guidance must be a number >= 0, got {args.guidance}")
     return args
 
 
@@ -126,6 +137,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = make_config(args)
+    if args.guidance is not None and not cfg.data.class_cond:
+        raise ValueError("--guidance needs a class-conditional run: add --set data.class_cond=true")
     max_steps = cfg.optim.steps if args.max_steps is None else args.max_steps
     if not 0 < max_steps <= cfg.optim.steps:
         raise ValueError(f"--max-steps must be in [1, steps={cfg.optim.steps}] (lengthen with --set optim.steps=N), "
@@ -142,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"criterion: mean max-prob >= {args.threshold} and all {ncls} classes present "
           f"(>= 1 sample with p > {args.confident})")
     print(f"{'step':>6} {'train s':>8} {'wall s':>8} {'eval s':>7} {'mean maxp':>9} {'conf':>5} {'classes':>7} "
-          f"{'min share':>9}  class histogram", flush=True)
+          f"{'min share':>9} {'label acc':>9}  class histogram", flush=True)
     stops = list(range(args.chunk, max_steps, args.chunk)) + [max_steps]
     rows: list[dict[str, Any]] = []
     reached = None
@@ -158,12 +171,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         train_s += loop_seconds(run / "log.csv", k)
         t0 = time.perf_counter()
         D, meta, _ = load_denoiser(run)
-        x = sample(D, args.sampler, (args.n, *meta["shape"]), args.sample_steps, seed=args.seed)
-        s = score(clf, x, ncls, args.confident)
+        y = torch.arange(args.n) % ncls if cfg.data.class_cond else None
+        if y is not None and args.guidance not in (None, 1.0):  # the null label is num_classes (train/step.py)
+            D = classifier_free(D, args.guidance, null_label=ncls)
+        x = sample(D, args.sampler, (args.n, *meta["shape"]), args.sample_steps, seed=args.seed,
+                   cond=None if y is None else {"y": y})
+        s = score(clf, x, ncls, args.confident, y)
         row = {"step": k, "train_s": train_s, "wall_s": wall_s, "eval_s": time.perf_counter() - t0, **s}
         rows.append(row)
         print(f"{k:>6} {train_s:>8.1f} {wall_s:>8.1f} {row['eval_s']:>7.1f} {s['mean_maxp']:>9.3f} "
-              f"{s['confident']:>5.2f} {s['present']:>4}/{ncls:<2} {s['min_share']:>9.3f}  {s['hist']}", flush=True)
+              f"{s['confident']:>5.2f} {s['present']:>4}/{ncls:<2} {s['min_share']:>9.3f} {s['label_acc']:>9.3f}  "
+              f"{s['hist']}", flush=True)
         if reached is None and s["mean_maxp"] >= args.threshold and s["present"] == ncls:
             reached = row
             if args.until_reached:
@@ -172,10 +190,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     save_samples(x[:100], grid)
     with open(out / "quality.csv", "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["step", "train_s", "wall_s", "mean_maxp", "confident", "present", "min_share", "hist"])
+        w.writerow(["step", "train_s", "wall_s", "mean_maxp", "confident", "present", "min_share", "label_acc",
+                    "hist"])
         for r in rows:
             w.writerow([r["step"], f"{r['train_s']:.2f}", f"{r['wall_s']:.2f}", f"{r['mean_maxp']:.4f}",
-                        f"{r['confident']:.4f}", r["present"], f"{r['min_share']:.4f}", " ".join(map(str, r["hist"]))])
+                        f"{r['confident']:.4f}", r["present"], f"{r['min_share']:.4f}", f"{r['label_acc']:.4f}",
+                        " ".join(map(str, r["hist"]))])
     if reached is None:
         print(f"criterion not reached in {rows[-1]['step']} steps ({train_s:.1f} s of training)")
     else:
@@ -186,4 +206,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ValueError as err:  # bad arguments or config (ConfigError too): one line, exit code 2
+        print(f"digits_quality.py: error: {err}", file=sys.stderr)
+        sys.exit(2)

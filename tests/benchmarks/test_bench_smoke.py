@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,6 +132,37 @@ def test_digits_quality_two_steps(tmp_path: Path) -> None:
     assert res["reached"] is None  # two training steps cannot draw recognisable digits
     assert res["grid"].is_file() and (tmp_path / "quality.csv").is_file()
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step_0000002"
+
+
+def test_digits_quality_guided_class_conditional(tmp_path: Path) -> None:
+    """A class-conditional run sampled with CFG: class i mod 10 asked of sample i, the judge's agreement reported."""
+    mod = _load("digits_quality")
+    res = mod.main(["--threads", "1", "--chunk", "2", "--max-steps", "2", "--n", "20", "--sample-steps", "2",
+                    "--set", "data.class_cond=true", "--guidance", "2", "--set", "log.n_samples=4",
+                    "--set", "log.sample_steps=2", "--out", str(tmp_path / "a")])
+    assert 0 <= res["rows"][0]["label_acc"] <= 1
+    assert "label_acc" in (tmp_path / "a" / "quality.csv").read_text().splitlines()[0]
+    with pytest.raises(ValueError, match="--guidance needs a class-conditional run"):
+        mod.main(["--guidance", "2", "--out", str(tmp_path / "b")])
+    with pytest.raises(ValueError, match="--guidance must be a number >= 0"):
+        mod.parse(["--guidance", "-1"])
+
+
+def test_score_label_accuracy() -> None:
+    """score's label accuracy against a classifier whose answers are known: the share of matching labels."""
+    mod = _load("digits_quality")
+
+    class Fixed:  # predicts class 0 for rows with a positive first pixel, else class 1
+        classes_ = np.array([0, 1])
+
+        def predict_proba(self, x: np.ndarray) -> np.ndarray:
+            p0 = (x[:, 0] > 0).astype(float)
+            return np.stack([p0, 1 - p0], 1)
+
+    x = torch.tensor([[0.5], [-0.5], [0.5], [-0.5]])
+    s = mod.score(Fixed(), x, 2, 0.9, torch.tensor([0, 1, 1, 1]))
+    assert s["label_acc"] == 0.75 and s["hist"] == [2, 2] and s["mean_maxp"] == 1.0
+    assert math.isnan(mod.score(Fixed(), x, 2, 0.9)["label_acc"])
 
 
 def test_digits_quality_refuses_an_unknown_key(tmp_path: Path) -> None:
