@@ -2,7 +2,7 @@
 
 With Gaussian(-mixture) data the denoiser E[x_0|x_t] is exact (kuosan.exact), so what is left is the inpainting
 method's own error (and the sampler's). Test beds, both on kuosan's default cosine chain (T = 1000):
-- ``gaussian8``: N(0, Σ) with seed 001's curve covariance Σ = 0.25 exp(-(i-j)²/18) + 0.01 I, 8-dim, the first
+- ``gaussian8``: N(0, Σ) with the curves' covariance Σ = 0.25 exp(-(i-j)²/18) + 0.01 I, 8-dim, the first
   half known;
 - ``mixture6``: two Gaussians (weights 0.5/0.5, means ±0.8, curve covariance 0.2 exp(-(i-j)²/8) + 0.01 I), 6-dim,
   the first half known (conditionals are two-component mixtures with y-dependent weights).

@@ -1,5 +1,5 @@
-"""``kuosan sweep-guidance RUN --scales 0,1,2,4,8``: the quality↔diversity curve of a guidance scale (seed 000
-§5.3.2). Per scale, --n samples with the same seeds (common random numbers: the curve shows the scale, not noise),
+"""``kuosan sweep-guidance RUN --scales 0,1,2,4,8``: the quality↔diversity curve of a guidance scale (Ho & Salimans
+2022, Fig. 1). Per scale, --n samples with the same seeds (common random numbers: the curve shows the scale, not noise),
 classes in equal shares, scored with kuosan eval's feature network (kuosan.metrics.features): the accuracy of the
 classes asked for (its classifier, independent of classifier guidance's own), FD, precision and recall (also density
 and coverage), beside the real-vs-real row (held-out split against training split). A table, JSON and a plot.

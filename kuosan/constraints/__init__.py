@@ -1,5 +1,5 @@
 """Constrained sampling and inpainting on any sampler and path, through the sampler step hook and Denoiser ->
-Denoiser wrappers (seed 000 §8.2.3; Lugmayr et al. 2022; Chung et al. 2023).
+Denoiser wrappers (Christopher et al. 2024; Lugmayr et al. 2022; Chung et al. 2023).
 
 - ``project``: the constraint sets (box, fixed values, A x = b) and their exact projections.
 - ``step``: the projection hook after every step (what projecting a noisy x_t means), the x̂_0 wrapper.

@@ -1,4 +1,4 @@
-"""Convex constraint sets C on x_0 and their Euclidean projections Π_C (seed 000 §8.2.3, Definition 8.3).
+"""Convex constraint sets C on x_0 and their Euclidean projections Π_C (Christopher et al. 2024).
 
 Three kinds, combined by intersection:
 - a box lo <= x <= hi on every coordinate: Π = clamp;

@@ -1,4 +1,4 @@
-"""Constrained sampling (seed 000 §8.2.3, Definition 8.3: x_{t-1} = Π_C(μ_θ(x_t, t) + σ_t ε)) on any sampler and
+"""Constrained sampling (projected diffusion, Christopher et al. 2024: x_{t-1} = Π_C(μ_θ(x_t, t) + σ_t ε)) on any sampler and
 path, through the step hook, with a final projection that puts the output in C to float precision.
 
 **What projecting x_t means.** C constrains x_0, but a sampler's state x_s = α_s x_0 + σ_s ε is noisy and scaled:

@@ -1,5 +1,5 @@
 """The built-in data sets: 8x8 digits and MNIST-5k (small image sets), and the toys moons, swissroll, ring and
-seed 001's curves."""
+the Gaussian-process curves (draws of one smooth covariance, Σ_0 known in closed form)."""
 
 from __future__ import annotations
 

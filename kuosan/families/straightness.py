@@ -7,7 +7,7 @@ N-step Euler or Heun integration from t = 1 to t = 0 on the uniform grid, with t
 uses: weights w_j ≥ 0 (Σ w_j = 1) on the slopes v_j it evaluates, so x_1 - x_0 = Σ w_j v_j holds exactly and
 S = Σ_j w_j ||v_j - Σ_k w_k v_k||² (a weighted variance, ≥ 0, accumulated by West's stable update).
 Also E∫||v||² dt (kinetic energy) and E||Z_1 - Z_0||² (the flow's transport cost); on exact trajectories
-S = E∫||v||² dt - E||Z_1 - Z_0||². Liu et al. Thm 3.3 (seed 000 Thm 8.4): for the rectified flow of a coupling
+S = E∫||v||² dt - E||Z_1 - Z_0||². Liu et al. 2023 Thm 3.3: for the rectified flow of a coupling
 (X_0, X_1), E∫||v||² dt <= E||X_1 - X_0||² (``independent_cost``: X_0 ~ data, X_1 ~ N(0, I) independent, for
 1-rectified flow; ``coupling_cost`` of the pairs for k-rectified flow).
 """

@@ -2,8 +2,8 @@
 
 **Scale convention.** kuosan's w is diffusers' ``guidance_scale``:
     ε̃ = ε̂(x_t, ∅) + w (ε̂(x_t, y) - ε̂(x_t, ∅)),   i.e. x̃_0 = x̂_∅ + w (x̂_y - x̂_∅),
-so w = 1 is the conditional model unguided, w = 0 the unconditional model and w > 1 guides. Ho & Salimans' (and
-seed 000 §5.3's) w_HS in ε̃ = (1 + w_HS) ε_y - w_HS ε_∅ is w - 1. The combination is done on x̂_0, equal to the
+so w = 1 is the conditional model unguided, w = 0 the unconditional model and w > 1 guides. Ho & Salimans'
+w_HS in ε̃ = (1 + w_HS) ε_y - w_HS ε_∅ is w - 1. The combination is done on x̂_0, equal to the
 ε / score / velocity combination by linearity (:mod:`.combine`). The label reaches the network as ``cond["y"]``
 (B,) int64; the unconditional call passes the null label (kuosan's networks: ``num_classes``, what label dropout
 trains, see train/step.py) or, with ``null_label=None``, no ``y`` at all (a kuosan network reads that as null).

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 def norm_groups(c: int) -> int:
     """Groups for GroupNorm: up to 32, dividing c, at least 4 channels a group where c allows.
 
-    GroupNorm(32, c) fails for c < 32 or c not a multiple of 32 (a bug of seed 000's sketch)."""
+    GroupNorm(32, c) fails for c < 32 or c not a multiple of 32 (a common slip in U-Net sketches)."""
     for g in (32, 16, 8, 4, 2):
         if c % g == 0 and c // g >= 4:
             return g

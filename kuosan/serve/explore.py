@@ -1,8 +1,8 @@
 """The forward process on the page: the run's data noised to time t, x_t = α(t) x_0 + σ(t) ε, beside its
-covariance Σ_t = α(t)² Σ_0 + σ(t)² I (seed 001; Ho et al. Eq. (4) on any path) and the eigen-spectrum of both
+covariance Σ_t = α(t)² Σ_0 + σ(t)² I (Ho et al. 2020 Eq. (4) on any path) and the eigen-spectrum of both
 (the signal is low-rank, the noise full-rank).
 
-Σ_0 is the closed form for seed 001's curves (:func:`kuosan.data.curves_covariance`); otherwise the empirical
+Σ_0 is the closed form for the Gaussian-process curves (:func:`kuosan.data.curves_covariance`); otherwise the empirical
 covariance of the run's data: of whole vectors, of whole images up to 8×8, or of the non-overlapping 8×8 patches
 of larger images (all channels). The slider's value u ∈ [0, 1] is the time t = u·t_max; ε is drawn once per
 seed, so moving the slider moves the same points.

@@ -28,7 +28,7 @@ HIST_BINS = 40
 
 
 def smooth_curve(length: int = 256, seed: int = 0) -> Tensor:
-    """A smooth curve (length,) float64: one draw of seed 001's Gaussian process, kuosan.exact.curve_cov, with the
+    """A smooth curve (length,) float64: one draw of the curves' Gaussian process, kuosan.exact.curve_cov, with the
     correlation length 8/64 of the curve's length (the ``curves`` data set at length 64)."""
     from ..exact import curve_cov
 

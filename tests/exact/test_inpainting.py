@@ -1,6 +1,6 @@
 """The exact inpainting answers and what the methods get: the Schur-complement conditional equals the
 precision-matrix form, a mixture's conditional density times the known part's marginal is the joint density, and
-with the exact denoiser on a correlated Gaussian (seed 001's curve covariance, 8-dim, half known) replacement is
+with the exact denoiser on a correlated Gaussian (the curves' covariance, 8-dim, half known) replacement is
 biased far beyond Monte Carlo error while RePaint and DPS reduce the bias (by the factors measured in the
 comments; benchmarks/inpainting_exact.py has the full table)."""
 

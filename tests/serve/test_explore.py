@@ -1,4 +1,4 @@
-"""The forward-process explorer: Σ_t = α²Σ_0 + σ²I (seed 001) against its closed form, patches, the picture."""
+"""The forward-process explorer: Σ_t = α²Σ_0 + σ²I against its closed form, patches, the picture."""
 
 from __future__ import annotations
 
