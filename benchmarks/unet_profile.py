@@ -36,7 +36,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--steps", type=int, default=5, help="profiled steps (after 5 warm-up steps)")
     p.add_argument("--rows", type=int, default=25, help="kernels listed")
+    p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     mod = _throughput()
     dev = torch.device(a.device)
     if dev.type == "cuda":
