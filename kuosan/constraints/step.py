@@ -1,5 +1,5 @@
-"""Constrained sampling (projected diffusion, Christopher et al. 2024: x_{t-1} = Π_C(μ_θ(x_t, t) + σ_t ε)) on any sampler and
-path, through the step hook, with a final projection that puts the output in C to float precision.
+"""Constrained sampling (projected diffusion, Christopher et al. 2024: x_{t-1} = Π_C(μ_θ(x_t, t) + σ_t ε)) on any
+sampler and path, through the step hook, with a final projection that puts the output in C to float precision.
 
 **What projecting x_t means.** C constrains x_0, but a sampler's state x_s = α_s x_0 + σ_s ε is noisy and scaled:
 Π_C(x_s) itself would clamp the noise away at high noise levels (and off the data scale), handing the denoiser
