@@ -29,7 +29,7 @@ GROUPS: dict[str, tuple[str, list[tuple[tuple[str, ...], str]]]] = {
                                (("--lr",), "optim.lr")]),
     "logging and checkpoints": ("log", [(("--out",), "log.out"), (("--tensorboard",), "log.tensorboard")]),
     "run": ("run", [(("--seed",), "run.seed"), (("--device",), "run.device"), (("--threads",), "run.threads"),
-                    (("--precision",), "run.precision")]),
+                    (("--precision",), "run.precision"), (("--compile",), "run.compile")]),
 }
 
 EPILOG = """\

@@ -96,6 +96,7 @@ def test_resume_continues_the_run(tmp_path, capsys):
     (["train", "--process", "ddpm"], "invalid choice: 'ddpm'"),
     (["train", "--prediction", "score"], "invalid choice: 'score'"),
     (["train", "--precision", "fp16"], "invalid choice: 'fp16'"),
+    (["train", "--compile", "fast"], "invalid choice: 'fast'"),
     (["train", "--steps", "0"], "optim.steps must be a positive integer"),
     (["train", "--steps", "abc"], "--steps must be an integer, got 'abc'"),
     (["train", "--batch-size", "-4"], "optim.batch_size must be a positive integer"),

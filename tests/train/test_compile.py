@@ -29,7 +29,7 @@ def test_off_is_the_network_itself_and_graphs_need_cuda() -> None:
 
 
 def test_cli_refuses_graphs_on_the_cpu_in_one_line(tmp_path, capsys) -> None:
-    code = main(["train", "--device", "cpu", "--set", "run.compile=reduce-overhead", "--steps", "1",
+    code = main(["train", "--device", "cpu", "--compile", "reduce-overhead", "--steps", "1",
                  "--out", str(tmp_path / "r")])
     e = capsys.readouterr().err.strip()
     assert code == 2 and e.count("\n") == 0 and "reduce-overhead needs CUDA graphs" in e, (code, e)
