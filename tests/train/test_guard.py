@@ -13,7 +13,7 @@ import kuosan.train.loop as loop_mod
 from kuosan.checkpoint import load_checkpoint
 from kuosan.config import Config, ConfigError, apply_overrides
 from kuosan.train import TrainingError, train
-from kuosan.train.guard import GROWTH, LOSS_FACTOR, Guard
+from kuosan.train.guard import GROWTH, LOSS_FACTOR, Guard, weight_rms
 
 from train_helpers import temp_entries, tiny
 
@@ -189,3 +189,17 @@ def test_a_network_too_large_for_memory_is_refused_before_allocation(tmp_path):
     with pytest.raises(ValueError, match=r"the network has [0-9,]+ parameters: its training state needs at least"):
         train(tiny(tmp_path / "r", net__mlp_hidden=2**20, net__mlp_depth=1000, optim__steps=2), progress=False)
     assert not (tmp_path / "r" / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("multi_tensor", [True, False])
+def test_weight_rms_is_the_root_mean_square(monkeypatch, multi_tensor):
+    """sqrt(mean w²) over every weight, through torch's multi-tensor norm or the per-tensor fallback (older
+    torch); a NaN weight makes it NaN, which the guard reads as non-finite weights."""
+    if not multi_tensor:
+        monkeypatch.delattr(torch.nn.utils, "get_total_norm", raising=False)
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(3, 4, generator=g), torch.randn(7, generator=g) * 5, torch.randn(2, 2, 2, generator=g)]
+    exact = math.sqrt(sum(float((p.double() ** 2).sum()) for p in params) / sum(p.numel() for p in params))
+    assert weight_rms(params) == pytest.approx(exact, rel=1e-6)
+    params[1][3] = float("nan")
+    assert math.isnan(weight_rms(params))
