@@ -194,7 +194,9 @@ L.train_step = step
 try:
     L.train(tiny(sys.argv[1], optim__steps=40, data__val_fraction=0.0), progress=False)
 except KeyboardInterrupt as e:
-    print(f"rank {os.environ['RANK']}: {e.exit_code}: {e}", flush=True)
+    # one write(2) of the whole line: print may write the text and its newline apart (unbuffered stdout), and the
+    # two processes share the pipe, so their lines could interleave
+    os.write(1, f"rank {os.environ['RANK']}: {e.exit_code}: {e}\n".encode())
 """
 
 
