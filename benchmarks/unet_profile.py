@@ -7,23 +7,17 @@ Usage: python benchmarks/unet_profile.py [--size cifar] [--device cuda] [--batch
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-
-def _throughput():  # type: ignore[no-untyped-def]
-    """benchmarks/unet_throughput.py as a module (benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("unet_throughput", Path(__file__).with_name("unet_throughput.py"))
-    mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    sys.modules["unet_throughput"] = mod
-    spec.loader.exec_module(mod)  # type: ignore[union-attr]
-    return mod
+sys.path.insert(0, str(Path(__file__).parent))  # benchmarks/ is no package: its sibling script as a module
+import unet_throughput as ut  # noqa: E402
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -38,33 +32,40 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--rows", type=int, default=25, help="kernels listed")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     a = p.parse_args(argv)
+    for k in ("batch", "steps"):
+        if getattr(a, k) < 1:
+            raise ValueError(f"--{k} must be a positive integer, got {getattr(a, k)}")
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but CUDA is not available (--device cpu profiles the CPU)")
     if a.threads:
         torch.set_num_threads(a.threads)
-    mod = _throughput()
     dev = torch.device(a.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    c = mod.SIZES[a.size]["channels"]
-    net = (mod.kuosan_unet if a.model == "kuosan" else mod.diffusers_unet)(a.size, c)
+    c = ut.SIZES[a.size]["channels"]
+    net = (ut.kuosan_unet if a.model == "kuosan" else ut.diffusers_unet)(a.size, c)
+    if net is None:
+        raise ValueError("--model diffusers needs diffusers (pip install 'kuosan[bench]')")
     fmt = torch.channels_last if a.channels_last else torch.preserve_format
     net = net.to(dev, memory_format=fmt)
-    shape = (mod.SIZES[a.size].get("in_ch", 1), mod.SIZES[a.size]["side"], mod.SIZES[a.size]["side"])
+    shape = (ut.SIZES[a.size].get("in_ch", 1), ut.SIZES[a.size]["side"], ut.SIZES[a.size]["side"])
     x, t, target = torch.randn(a.batch, *shape, device=dev), torch.rand(a.batch, device=dev) * 999, \
         torch.randn(a.batch, *shape, device=dev)
     if a.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     net.train()
-    step = mod.make_step(net, "train", a.bf16, x, t, target, mod.updater(a.model, net, "default",
-                                                                          mod.kuosan_cfg(a.size, c)))
-    mod.timed(step, 5, dev)
-    wall = mod.timed(step, a.steps, dev) / a.steps
+    step = ut.make_step(net, "train", a.bf16, x, t, target, ut.updater(a.model, net, "default",
+                                                                          ut.kuosan_cfg(a.size, c)))
+    ut.timed(step, 5, dev)
+    wall = ut.timed(step, a.steps, dev) / a.steps
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=acts) as prof:
-        mod.timed(step, a.steps, dev)
+        ut.timed(step, a.steps, dev)
     key = "self_device_time_total" if dev.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=a.rows, max_name_column_width=70))
     events = prof.key_averages()
-    dev_total = sum(getattr(e, "self_device_time_total", 0) for e in events) / 1e6 / a.steps
+    # the kernels' own rows only: an operator's row repeats the time of the kernels it launched
+    dev_total = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6 / a.steps
     launches = sum(e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel"))) / a.steps
     print(f"{a.model} {a.size} batch {a.batch} bf16={a.bf16}: {1e3 * wall:.2f} ms a step (unprofiled), "
           f"{1e3 * dev_total:.2f} ms of device kernels, {launches:.0f} kernel launches a step, "
@@ -73,5 +74,9 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
-    main()
+    try:
+        main()
+    except ValueError as err:  # bad arguments: one line, exit code 2
+        print(f"unet_profile.py: error: {err}", file=sys.stderr)
+        sys.exit(2)
     print(f"({time.perf_counter() - t0:.0f} s)")

@@ -243,15 +243,15 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--channels", type=int, help="base width c of every size (default 64 mnist, 32 digits; --quick 16)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--channels-last", action="store_true", help="channels_last memory format for nets and input")
-    p.add_argument("--compile", action="store_true", help="torch.compile both nets (warm-up includes compiling)")
-    p.add_argument("--compile-mode", default="default",
+    p.add_argument("--compile", nargs="?", const="default",
                    choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"],
-                   help="torch.compile's mode with --compile (reduce-overhead: CUDA graphs)")
-    p.add_argument("--spec-peak", type=float, help="datasheet peak in TFLOP/s of the dtype timed: adds an MFU column")
+                   help="torch.compile both nets in this mode (no mode: default; reduce-overhead: CUDA graphs); the "
+                        "warm-up includes compiling")
+    p.add_argument("--spec-peak", type=float, help="datasheet peak in TFLOP/s of the dtype timed: adds MFU lines")
     p.add_argument("--no-diffusers", action="store_true", help="time kuosan alone")
     p.add_argument("--quick", action="store_true", help="tiny sizes, one step each: a smoke test, not a measurement")
     args = p.parse_args(argv)
-    if args.spec_peak is not None and args.spec_peak <= 0:
+    if args.spec_peak is not None and not args.spec_peak > 0:  # nan too
         raise ValueError(f"--spec-peak must be > 0 TFLOP/s, got {args.spec_peak}")
     for k, low in (("batch", 1), ("iters", 1), ("repeats", 1), ("channels", 1), ("warmup", 0), ("threads", 0)):
         if getattr(args, k) is not None and getattr(args, k) < low:
@@ -307,8 +307,7 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
             fmt = torch.channels_last if args.channels_last else torch.preserve_format
             raws = {name: net.to(device, memory_format=fmt) for name, net in raws.items()}
             flops = {(name, m): count_flops(net, shape, m, device) for name, net in raws.items() for m in modes}
-            nets = {name: torch.compile(net, mode=args.compile_mode) if args.compile else net
-                    for name, net in raws.items()}
+            nets = {name: torch.compile(net, mode=args.compile) if args.compile else net for name, net in raws.items()}
             print(f"{dev_name} {size}: c={channels}, batch {batch}, {iters} timed steps x {repeats} interleaved "
                   f"rounds, {warmup} warm-up")
             for bf16 in dtypes:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config.tables import CompileMode
+
 
 def bf16_is_fast(device: torch.device) -> bool:
     """bf16 autocast pays on CPUs with native bf16 (AVX512-BF16 or AMX: ~20% per digits step on Sapphire Rapids)
@@ -30,7 +32,7 @@ def pick_device(name: str, local_rank: int) -> torch.device:
     return torch.device(f"cuda:{local_rank}") if dev.type == "cuda" and dev.index is None else dev
 
 
-def compiled(net: nn.Module, mode: str, device: torch.device) -> nn.Module:
+def compiled(net: nn.Module, mode: CompileMode, device: torch.device) -> nn.Module:
     """``net`` under torch.compile for run.compile = default / reduce-overhead (CUDA graphs: on CUDA only, where
     they remove the launch cost of a small network's ~1000 kernels a step); ``net`` itself for off."""
     if mode == "off":

@@ -1,5 +1,5 @@
-"""Smoke tests: unet_throughput.py, sample_throughput.py and digits_quality.py run end to end at their tiniest
-settings and report sane numbers."""
+"""Smoke tests: unet_throughput.py, unet_profile.py, sample_throughput.py and digits_quality.py run end to end at
+their tiniest settings and report sane numbers."""
 
 from __future__ import annotations
 
@@ -62,6 +62,29 @@ def test_unet_throughput_cifar_mfu(capsys: pytest.CaptureFixture[str]) -> None:
     assert "MFU cifar kuosan train fp32" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--spec-peak must be > 0"):
         mod.parse(["--spec-peak", "0"])
+
+
+def test_unet_throughput_compile_takes_an_optional_mode() -> None:
+    mod = _load("unet_throughput")
+    assert mod.parse([]).compile is None and mod.parse(["--compile"]).compile == "default"
+    assert mod.parse(["--compile", "reduce-overhead", "--quick"]).compile == "reduce-overhead"
+    with pytest.raises(SystemExit):
+        mod.parse(["--compile", "fast"])
+
+
+def test_unet_profile_on_the_cpu(capsys: pytest.CaptureFixture[str]) -> None:
+    """The profile runs a real training step (digits net, bf16 autocast) and reports it; no kernels on the CPU."""
+    mod = _load("unet_profile")
+    mod.main(["--device", "cpu", "--size", "digits", "--batch", "4", "--steps", "1", "--rows", "5", "--bf16",
+              "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "aten::convolution_backward" in out  # the backward ran under the profiler
+    assert "kuosan digits batch 4 bf16=True:" in out and "0.00 ms of device kernels, 0 kernel launches" in out
+    with pytest.raises(ValueError, match="--steps must be a positive integer"):
+        mod.main(["--device", "cpu", "--steps", "0"])
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            mod.main(["--size", "digits"])
 
 
 def test_count_flops_by_hand() -> None:
