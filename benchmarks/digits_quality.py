@@ -147,8 +147,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     clf, ref, ncls = fit_classifier(cfg, args.classifier, args.confident)
     print(f"torch {torch.__version__}, threads: {torch.get_num_threads()} "
           f"({'--threads' if args.threads else 'torch default'}); data {cfg.data.name}, steps {cfg.optim.steps}, "
-          f"batch {cfg.optim.batch_size}, unet c={cfg.net.channels} mult={cfg.net.channel_mult}; eval: {args.n} samples, "
-          f"{args.sampler} {args.sample_steps} steps, EMA weights")
+          f"batch {cfg.optim.batch_size}, unet c={cfg.net.channels} mult={cfg.net.channel_mult}; "
+          f"eval: {args.n} samples, {args.sampler} {args.sample_steps} steps, EMA weights")
     print(f"classifier {args.classifier}: held-out accuracy {ref['accuracy']:.3f}; mean max-prob on held-out real "
           f"images {ref['real_mean_maxp']:.3f} ({100 * ref['real_confident']:.0f}% > {args.confident}), "
           f"on uniform noise {ref['noise_mean_maxp']:.3f}")

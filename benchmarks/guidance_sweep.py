@@ -1,4 +1,5 @@
-"""The quality↔diversity curve of every guidance kind on class-conditional digits (issue 11; Ho & Salimans 2022, Fig. 1).
+"""The quality↔diversity curve of every guidance kind on class-conditional digits
+(issue 11; Ho & Salimans 2022, Fig. 1).
 
 - **Models.** ``kuosan train --data digits --class-cond`` with its defaults (1000 steps, label dropout p_uncond = 0.1,
   checkpoints at steps 500 and 1000) in OUT/run; autoguidance's weaker models (Karras et al. 2024): the same run's

@@ -8,8 +8,9 @@ method's own error (and the sampler's). Test beds, both on kuosan's default cosi
   the first half known (conditionals are two-component mixtures with y-dependent weights).
 Known values: --inputs rows drawn from the data (seed 1); every method fills each row --n times (common random
 numbers across methods). Errors of the unknown coordinates against the exact conditional (kuosan.exact.inpainting):
-mean = RMS over the rows of ‖m̂ - m‖₂; cov = mean over rows of ‖Ĉ - C‖_F/‖C‖_F; "floor" = what an exact sampler's
-n samples would show (Gaussian approximation). calls = denoiser calls per sample (DPS: each with a backward pass).
+mean = RMS over the rows of ‖m̂ - m‖₂; cov = mean over rows of ‖Ĉ - C‖_F/‖C‖_F; "floor" = what an exact
+sampler's n samples would show (Gaussian approximation). calls = denoiser calls per sample
+(DPS: each with a backward pass).
 Run: OMP_NUM_THREADS=1 python benchmarks/inpainting_exact.py [--quick] [--n 1000] [--inputs 4] [--steps 10,50,200]
 """
 

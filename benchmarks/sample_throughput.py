@@ -44,7 +44,8 @@ SCHEDULERS = {"ddim": "DDIMScheduler", "dpm++2m": "DPMSolverMultistepScheduler",
 
 def _unet_throughput() -> Any:
     """benchmarks/unet_throughput.py, which builds both libraries' nets of each size (benchmarks/ is no package)."""
-    spec = importlib.util.spec_from_file_location("bench_unet_throughput", Path_(__file__).with_name("unet_throughput.py"))
+    spec = importlib.util.spec_from_file_location("bench_unet_throughput",
+                                                  Path_(__file__).with_name("unet_throughput.py"))
     mod = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     spec.loader.exec_module(mod)  # type: ignore[union-attr]
     return mod

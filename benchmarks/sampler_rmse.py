@@ -11,9 +11,9 @@ evaluation batch. Each mixture's role is in its table's title: "tuned" (ring, cu
 them), "dev" (looked at while tuning the bespoke fit) and "held out" (first run after the settings were frozen).
 The squared error is heavy-tailed (few trajectories that end in another mode carry most of it), hence 4096
 evaluation points and a paired bootstrap interval for the kuosan/diffusers ratio in the summary.
-diffusers' schedulers get ε̂ = (x - α E[x_0|x])/σ at the (α, σ) their own update uses (alphas_cumprod[τ] for DDIM,
-their σ̃ otherwise), i.e. even at Karras σ̃ between integer timesteps: the most favourable reading for diffusers.
-The bespoke solver (kuosan.sampling.tuning: times and per-step coefficients fitted by gradient descent) is
+diffusers' schedulers get ε̂ = (x - α E[x_0|x])/σ at the (α, σ) their own update uses (alphas_cumprod[τ] for
+DDIM, their σ̃ otherwise), i.e. even at Karras σ̃ between integer timesteps: the most favourable reading for
+diffusers. The bespoke solver (kuosan.sampling.tuning: times and per-step coefficients fitted by gradient descent) is
 fitted on its own calibration batch of --bespoke-n-cal draws (seed 2), separate from the evaluation batch (seed 0),
 at the --bespoke-nfe budgets.
 Run: python benchmarks/sampler_rmse.py [--quick] [--mixtures ring,curves64] [--n 4096] [--threads 1] [--no-opt]
@@ -164,7 +164,8 @@ def eps_from_exact(mixture: GaussianMixture, x: Tensor, alpha: float, sigma: flo
 
 def _diffusers_configs() -> dict[str, tuple[str, str, dict, Callable[[int], int]]]:
     """name -> (scheduler class, form, config, NFE budget -> steps); form says where (α, σ) of a step come from:
-    'ab' alphas_cumprod[τ] (DDIM), 'sigma' the scheduler's VE σ̃ of the step (VP multistep), 've' σ̃ with a VE sample."""
+    'ab' alphas_cumprod[τ] (DDIM), 'sigma' the scheduler's VE σ̃ of the step (VP multistep),
+    've' σ̃ with a VE sample."""
     tr = {"timestep_spacing": "trailing"}  # first timestep 999 (diffusers 0-based) = kuosan t = 1000
     ka = {"use_karras_sigmas": True, "timestep_spacing": "linspace"}
     dpm = {"algorithm_type": "dpmsolver++", "final_sigmas_type": "zero"}

@@ -26,8 +26,9 @@ DiffusersPrediction = Literal["eps", "v"]
 
 
 def path_from_diffusers(scheduler: Any) -> DiscreteVP:
-    """The discrete chain of a diffusers scheduler, from its ``alphas_cumprod`` (ᾱ_1..ᾱ_T): β_t = 1 - ᾱ_t/ᾱ_{t-1}
-    in float64, so kuosan's ᾱ equals the scheduler's; ᾱ_T = 0 (``rescale_betas_zero_snr``) gives zero terminal SNR."""
+    """The discrete chain of a diffusers scheduler, from its ``alphas_cumprod`` (ᾱ_1..ᾱ_T):
+    β_t = 1 - ᾱ_t/ᾱ_{t-1} in float64, so kuosan's ᾱ equals the scheduler's; ᾱ_T = 0
+    (``rescale_betas_zero_snr``) gives zero terminal SNR."""
     ac = torch.as_tensor(scheduler.alphas_cumprod).detach().to(torch.float64).cpu().flatten()
     prev = torch.cat([ac.new_ones(1), ac[:-1]])
     return DiscreteVP(1 - ac / prev, zero_terminal_snr=bool(ac[-1] == 0))
@@ -73,10 +74,12 @@ def from_diffusers_unet(unet: Any, path: Path, prediction: DiffusersPrediction =
 
 class KDiffusionModel:
     """Denoiser for a k-diffusion-style σ-denoiser ``model(x, sigma, **cond) -> denoised`` (Karras et al. 2022's
-    D(x; σ) with x = x_0 + σ n): D(x_t, t) = model(x_t/α, σ̃), σ̃ = σ/α (exact on every path, as x_t/α = x_0 + σ̃ ε).
+    D(x; σ) with x = x_0 + σ n): D(x_t, t) = model(x_t/α, σ̃), σ̃ = σ/α (exact on every path,
+    as x_t/α = x_0 + σ̃ ε).
 
-    Where α = 0 (σ̃ = ∞: zero terminal SNR, flow at t_max) the exact x̂_0 is E[x_0] whatever x_t; the model is asked
-    at the finite σ̃ = VE_SIGMA_CAP with input x_t/σ (|y| ≪ σ̃), which gives E[x_0] + O(Var[x_0]/σ̃_cap²)."""
+    Where α = 0 (σ̃ = ∞: zero terminal SNR, flow at t_max) the exact x̂_0 is E[x_0] whatever x_t; the model is
+    asked at the finite σ̃ = VE_SIGMA_CAP with input x_t/σ (|y| ≪ σ̃), which gives
+    E[x_0] + O(Var[x_0]/σ̃_cap²)."""
 
     def __init__(self, model: Any, path: Path):
         self.model, self.path = model, path

@@ -38,8 +38,10 @@ def jump_variance(path: Path, t: Tensor, s: Tensor) -> Tensor:
 
 def posterior_coefficients(path: Path, t: Tensor, s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(c_xt, c_x0, β̃) of q(x_s|x_t, x_0) = N(c_xt x_t + c_x0 x_0, β̃ I) (Ho et al. Eqs. (6)-(7) when s = t-1):
-    c_xt = α_{t|s} σ_s²/σ_t² = e^{(λ_t - λ_s)/2} σ_s/σ_t, c_x0 = α_s σ²_{t|s}/σ_t² = α_s (1 - e^{λ_t - λ_s}),
-    β̃ = σ²_{t|s} σ_s²/σ_t² = (1 - e^{λ_t - λ_s}) σ_s². At s = 0 (λ_s = +∞): c_xt = 0, c_x0 = 1, β̃ = 0."""
+    c_xt = α_{t|s} σ_s²/σ_t² = e^{(λ_t - λ_s)/2} σ_s/σ_t,
+    c_x0 = α_s σ²_{t|s}/σ_t² = α_s (1 - e^{λ_t - λ_s}),
+    β̃ = σ²_{t|s} σ_s²/σ_t² = (1 - e^{λ_t - λ_s}) σ_s².
+    At s = 0 (λ_s = +∞): c_xt = 0, c_x0 = 1, β̃ = 0."""
     t, s = torch.as_tensor(t, dtype=torch.float64), torch.as_tensor(s, dtype=torch.float64)
     dl = path.log_snr(t) - path.log_snr(s)  # <= 0
     sig_s, sig_t = path.sigma(s), path.sigma(t)

@@ -109,7 +109,8 @@ class X0(_Plain):
 @dataclass(frozen=True)
 class V(_Plain):
     """v-prediction (Salimans & Ho 2022): v = α ε - σ x_0, so x̂_0 = (α x_t - σ v̂)/(α² + σ²) on any path
-    (α x_t - σ v = (α² + σ²) x_0); ε̂ - ε = α/(α² + σ²)·(v̂ - v), k = α²/(α² + σ²)² (SNR/(1 + SNR) on VP)."""
+    (α x_t - σ v = (α² + σ²) x_0); ε̂ - ε = α/(α² + σ²)·(v̂ - v), k = α²/(α² + σ²)²
+    (SNR/(1 + SNR) on VP)."""
 
     name: str = "v"
 
@@ -131,7 +132,8 @@ class V(_Plain):
 class Velocity(_Plain):
     """Flow-matching velocity (Lipman et al. 2023): u = dα/dt x_0 + dσ/dt ε (ε - x_0 on the linear path).
 
-    With Δ = α dσ/dt - σ dα/dt: x̂_0 = (dσ/dt x_t - σ û)/Δ and ε̂ - ε = (α/Δ)(û - u), so k = α²/Δ²."""
+    With Δ = α dσ/dt - σ dα/dt: x̂_0 = (dσ/dt x_t - σ û)/Δ and ε̂ - ε = (α/Δ)(û - u),
+    so k = α²/Δ²."""
 
     name: str = "velocity"
 
@@ -161,8 +163,9 @@ class Velocity(_Plain):
 @dataclass(frozen=True)
 class EDM:
     """Karras et al. 2022 preconditioning (Table 1, Eq. (7)) in the VE coordinates y = x/α, σ̃ = σ/α of any path:
-    D(y) = c_skip y + c_out F(c_in y; c_noise), c_skip = σ_d²/(σ̃² + σ_d²), c_out = σ̃ σ_d/√(σ̃² + σ_d²),
-    c_in = 1/√(σ̃² + σ_d²), c_noise = ¼ ln σ̃ (here ×1000, the scale of kuosan's time embedding).
+    D(y) = c_skip y + c_out F(c_in y; c_noise), c_skip = σ_d²/(σ̃² + σ_d²),
+    c_out = σ̃ σ_d/√(σ̃² + σ_d²), c_in = 1/√(σ̃² + σ_d²), c_noise = ¼ ln σ̃
+    (here ×1000, the scale of kuosan's time embedding).
     Written on x_t with σ̃ = σ/α multiplied through, every coefficient stays finite where α = 0."""
 
     sigma_data: float = 0.5
@@ -252,8 +255,8 @@ class Consistency:
                                  "(kuosan.objectives.consistency), not by the diffusion loss")
 
     def eps_factor(self, path: Path, t: Tensor) -> Tensor:
-        raise NoRegressionTarget("a consistency model has no ε-prediction weight k(t): the diffusion loss's weightings "
-                                 "do not apply to it (use the consistency objective)")
+        raise NoRegressionTarget("a consistency model has no ε-prediction weight k(t): the diffusion loss's "
+                                 "weightings do not apply to it (use the consistency objective)")
 
 
 def make_parameterisation(name: str, *, sigma_data: float = 0.5, sigma_min: float = 0.002) -> Parameterisation:

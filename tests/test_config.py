@@ -179,7 +179,8 @@ def test_bad_values_are_one_line_errors(items, msg):
     ["path.kind=vp_linear", "objective.prediction=eps"], ["path.zero_terminal_snr=true"],
     ["path.schedule=scaled_linear", "path.beta_start=0.001"], ["path.cosine_s=0.01"],
     ["objective.learn_variance=true", "objective.time_sampling=importance", "objective.hybrid_lambda=0.01"],
-    ["objective.weighting=edm", "objective.sigma_data=0.3"], ["objective.weighting=min_snr", "objective.min_snr_gamma=2"],
+    ["objective.weighting=edm", "objective.sigma_data=0.3"],
+    ["objective.weighting=min_snr", "objective.min_snr_gamma=2"],
     ["objective.weighting=sigmoid", "objective.sigmoid_bias=-2"],
     ["path.kind=flow", "objective.prediction=velocity", "objective.time_sampling=logit_normal",
      "objective.time_mean=0.5", "objective.time_std=0.8"],
@@ -216,7 +217,8 @@ def test_old_flat_config_migrates():
 def test_old_flat_file_loads_and_old_keys_that_no_longer_exist_are_errors(tmp_path):
     (tmp_path / "old.toml").write_text('data = "moons"\nschedule = "linear"\ntarget = "eps"\nsteps = 5\n')
     cfg = from_dict(load_config(tmp_path / "old.toml")).validate()
-    assert (cfg.data.name, cfg.path.schedule, cfg.objective.prediction, cfg.optim.steps) == ("moons", "linear", "eps", 5)
+    assert ((cfg.data.name, cfg.path.schedule, cfg.objective.prediction, cfg.optim.steps)
+            == ("moons", "linear", "eps", 5))
     (tmp_path / "train.toml").write_text('[train]\ndata = "ring"\n')
     assert from_dict(load_config(tmp_path / "train.toml")).data.name == "ring"
     (tmp_path / "gone.toml").write_text('data = "moons"\nschedul = "linear"\n')

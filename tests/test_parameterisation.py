@@ -154,7 +154,8 @@ def test_edm_preconditioning_is_karras_table_1_on_the_ve_path(sd):
 @pytest.mark.parametrize("path", [discrete_vp("cosine", 1000), VPLinear(), Linear()], ids=["discrete", "vp_linear",
                                                                                           "flow"])
 def test_edm_on_another_path_is_table_1_in_ve_coordinates(path):
-    """D(x_t) = c_skip(σ̃) y + c_out(σ̃) F(c_in(σ̃) y) with y = x_t/α, σ̃ = σ/α (Karras et al. §4, Eq. (7))."""
+    """D(x_t) = c_skip(σ̃) y + c_out(σ̃) F(c_in(σ̃) y) with y = x_t/α, σ̃ = σ/α
+    (Karras et al. §4, Eq. (7))."""
     edm = EDM(sigma_data=0.5)
     t = times(path)[:-1]  # α > 0
     a, s = path.alpha(t), path.sigma(t)
@@ -209,8 +210,9 @@ def test_consistency_boundary_condition_holds_exactly():
 
 
 def test_consistency_coefficients_are_song_et_al_2023():
-    """c_skip = σ_d²/((σ - σ_min)² + σ_d²), c_out = σ_d (σ - σ_min)/√(σ_d² + σ²), c_in = 1/√(σ² + σ_d²),
-    c_noise = 1000·¼ ln σ (EDM's), written out independently; σ_min = 0 gives EDM's preconditioning."""
+    """c_skip = σ_d²/((σ - σ_min)² + σ_d²), c_out = σ_d (σ - σ_min)/√(σ_d² + σ²),
+    c_in = 1/√(σ² + σ_d²), c_noise = 1000·¼ ln σ (EDM's), written out independently;
+    σ_min = 0 gives EDM's preconditioning."""
     from kuosan.parameterisation import Consistency
 
     path, sd, smin = VE(), 0.7, 0.002

@@ -249,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore")  # only the refusal here, before any work; the report carries the warning
         check_sample_count(n, feature_dim(shape), "samples (--n)")
     if args.nll and getattr(D, "kind", None) == "consistency":
-        raise UsageError("--nll: " + "a consistency model gives the PF-ODE endpoint, not E[x_0|x_t]: it has no likelihood by the bound or the ODE")
+        raise UsageError("--nll: " + "a consistency model gives the PF-ODE endpoint, not E[x_0|x_t]: "
+                                     "it has no likelihood by the bound or the ODE")
     if args.nll and len(held.x) < 2:
         raise UsageError("--nll needs held-out examples, but the run kept fewer than 2 (data.val_fraction)")
     features = feature_extractor(train.x, train.y, train.num_classes, FeatureConfig(),

@@ -62,9 +62,9 @@ def add_guidance_options(p: Any) -> None:
                    help="what --guidance does: classifier-free (cfg, the default), autoguidance with --guide-run "
                         "(auto, the default when --guide-run is given), or classifier guidance (classifier)")
     g.add_argument("--guidance-interval", type=interval_arg, default=None, metavar="LO,HI",
-                   help="guide only where λ = log(α²/σ²) is in [LO, HI], unguided elsewhere (Kynkäänniemi et al. "
-                        "2024), for --guidance and --classifier-guidance alike; write --guidance-interval=-2,4 when "
-                        "LO is negative; inf and -inf allowed")
+                   help="guide only where λ = log(α²/σ²) is in [LO, HI], unguided elsewhere "
+                        "(Kynkäänniemi et al. 2024), for --guidance and --classifier-guidance alike; write "
+                        "--guidance-interval=-2,4 when LO is negative; inf and -inf allowed")
     g.add_argument("--guide-run", default=None, metavar="RUN",
                    help="autoguidance: the weaker model, a run or checkpoint folder of the same data and path (an "
                         "earlier checkpoint, e.g. RUN/checkpoints/step_500, or a smaller run)")

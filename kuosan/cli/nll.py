@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(check_device(args.device, allow_auto=True))
     D, meta, cfg = load_denoiser(args.checkpoint, use_ema=not args.no_ema, device=device)
     if getattr(D, "kind", None) == "consistency":
-        raise UsageError("a consistency model gives the PF-ODE endpoint, not E[x_0|x_t]: it has no likelihood by the bound or the ODE")
+        raise UsageError("a consistency model gives the PF-ODE endpoint, not E[x_0|x_t]: "
+                         "it has no likelihood by the bound or the ODE")
     variance = args.variance or "beta"
     if args.method == "vlb":
         require_discrete(D.path, "the variational bound (--method vlb; use --method ode on this path)")

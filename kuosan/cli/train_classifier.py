@@ -8,7 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from .common import UsageError, add_quiet, check_device, positive_float, positive_int, resolve_device, run_splits, seed_int
+from .common import (UsageError, add_quiet, check_device, positive_float, positive_int, resolve_device, run_splits,
+                     seed_int)
 
 
 def add_parser(sub: Any, help: str) -> None:

@@ -32,11 +32,12 @@ format), checks.py (``Config.validate``).
 """
 
 from .migrate import FLAT_KEYS, migrate_flat
-from .tables import (CONSISTENCY_KEYS, KEYS, PATH_KEYS, TABLES, Config, ConfigError, ConsistencyConfig, DataConfig, KeySpec, LogConfig, NetConfig,
-                     ObjectiveConfig, OptimConfig, PathConfig, RunConfig, path_kwargs)
+from .tables import (CONSISTENCY_KEYS, KEYS, PATH_KEYS, TABLES, Config, ConfigError, ConsistencyConfig, DataConfig,
+                     KeySpec, LogConfig, NetConfig, ObjectiveConfig, OptimConfig, PathConfig, RunConfig, path_kwargs)
 from .values import (apply_overrides, from_dict, is_flat, load_config, normalise, overrides_set, set_key, to_dict,
                      to_toml)
 
-__all__ = ["CONSISTENCY_KEYS", "ConsistencyConfig", "FLAT_KEYS", "KEYS", "PATH_KEYS", "TABLES", "Config", "ConfigError", "DataConfig", "KeySpec", "LogConfig",
-           "NetConfig", "ObjectiveConfig", "OptimConfig", "PathConfig", "RunConfig", "apply_overrides", "from_dict",
-           "is_flat", "load_config", "migrate_flat", "normalise", "overrides_set", "path_kwargs", "set_key", "to_dict", "to_toml"]
+__all__ = ["CONSISTENCY_KEYS", "ConsistencyConfig", "FLAT_KEYS", "KEYS", "PATH_KEYS", "TABLES", "Config", "ConfigError",
+           "DataConfig", "KeySpec", "LogConfig", "NetConfig", "ObjectiveConfig", "OptimConfig", "PathConfig",
+           "RunConfig", "apply_overrides", "from_dict", "is_flat", "load_config", "migrate_flat", "normalise",
+           "overrides_set", "path_kwargs", "set_key", "to_dict", "to_toml"]

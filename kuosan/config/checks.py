@@ -101,7 +101,8 @@ def check(cfg: "Config") -> None:
           f"net.channel_mult must have at most 8 levels of at most 64, got {list(n.channel_mult)}")
     _need(len(n.channel_mult) > 0 and all(m > 0 for m in n.channel_mult),
           f"net.channel_mult must be positive integers, got {list(n.channel_mult)}")
-    _need(all(a > 0 for a in n.attn_resolutions), f"net.attn_resolutions must be positive, got {list(n.attn_resolutions)}")
+    _need(all(a > 0 for a in n.attn_resolutions),
+          f"net.attn_resolutions must be positive, got {list(n.attn_resolutions)}")
     _need(0 <= n.dropout < 1, f"net.dropout must be in [0, 1), got {n.dropout}")
     _need(math.isfinite(ob.sigma_data) and 0 < ob.sigma_data <= 1e6,
           f"objective.sigma_data must be in (0, 1e6], got {ob.sigma_data}")
@@ -132,10 +133,12 @@ def check(cfg: "Config") -> None:
           f"optim.lr must be a positive number at most {MAX_LR:g} (AdamW moves each weight by about lr per "
           f"step; 1e-4 to 1e-2 is usual), got {o.lr}")
     _need(math.isfinite(o.min_lr) and 0 <= o.min_lr <= o.lr, f"optim.min_lr must be in [0, lr], got {o.min_lr}")
-    _need(math.isfinite(o.weight_decay) and o.weight_decay >= 0, f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    _need(math.isfinite(o.weight_decay) and o.weight_decay >= 0,
+          f"optim.weight_decay must be >= 0, got {o.weight_decay}")
     _need(o.lr * o.weight_decay < 1, f"optim.weight_decay {o.weight_decay} times optim.lr {o.lr} must be below 1 "
                                      "(AdamW scales the weights by 1 - lr·weight_decay each step)")
-    _need(math.isfinite(o.grad_clip) and o.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}")
+    _need(math.isfinite(o.grad_clip) and o.grad_clip >= 0,
+          f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}")
     _need(0 <= o.ema_decay < 1, f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
     for k in ("log_every", "val_every", "ckpt_every", "n_samples", "sample_steps"):
         _pos_int(f"log.{k}", getattr(lg, k))
@@ -160,7 +163,8 @@ def _check_device(device: str) -> None:
         dev = torch.device(device)
     except (RuntimeError, ValueError):
         raise ConfigError(f"run.device: unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
-    _need(dev.type in ("cpu", "cuda", "mps"), f"run.device: unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
+    _need(dev.type in ("cpu", "cuda", "mps"),
+          f"run.device: unsupported device {device!r}; use auto, cpu, cuda or cuda:N")
 
 
 def _check_consistency(cfg: "Config") -> None:

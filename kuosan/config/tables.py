@@ -102,7 +102,8 @@ class ConsistencyConfig:
     s1: int = _f(1280, "ct: final discretisation steps of the curriculum")
     p_mean: float = _f(-1.1, "mean of ln σ of the (discrete) log-normal noise-level distribution")
     p_std: float = _f(2.0, "std of ln σ of the noise-level distribution")
-    huber_c: float = _f(0.0, "pseudo-Huber c of the distance √(‖a-b‖² + c²) - c (0: 0.00054·√d, d the data size)")
+    huber_c: float = _f(0.0, "pseudo-Huber c of the distance √(‖a-b‖² + c²) - c "
+                             "(0: 0.00054·√d, d the data size)")
     method: ConsistencyMethod = _f("ct", "ct: consistency training (iCT, Song & Dhariwal 2023); cd: distillation from "
                                          "a teacher run (Song et al. 2023); ect: consistency tuning (Geng et al. 2024)")
     teacher: str = _f("", "cd: the teacher run (its ODE steps give the targets); ect: the run whose weights "

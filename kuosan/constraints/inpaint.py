@@ -7,20 +7,20 @@ known values y where it is 1. Three methods:
   follow p(x_s^U | y); with the exact denoiser on an 8-dim correlated Gaussian (data std 0.5) its conditional mean
   is off by 0.6 and its covariance by 25-80 %, and more steps do not help (benchmarks/inpainting_exact.py).
 - ``repaint`` — Lugmayr et al. 2022 Alg. 1: after the step into s and the replacement, R - 1 times jump back to t by
-  the path's forward transition x_t = (α_t/α_s) x_s + √(σ_t² - (α_t/α_s)² σ_s²) z and step to s again, then replace.
-  The re-step is the ancestral posterior step q(x_s | x_t, x̂_0) (RePaint's DDPM step, DDIM η = 1) whatever the
-  sampler: jump-back and a deterministic re-step would not form a Markov chain that mixes towards p(x_s | y). No
+  the path's forward transition x_t = (α_t/α_s) x_s + √(σ_t² - (α_t/α_s)² σ_s²) z and step to s again, then
+  replace. The re-step is the ancestral posterior step q(x_s | x_t, x̂_0) (RePaint's DDPM step, DDIM η = 1) whatever
+  the sampler: jump-back and a deterministic re-step would not form a Markov chain that mixes towards p(x_s | y). No
   resampling into s = 0. NFE: N + (R - 1)(N - 1), the re-steps made by the hook through the wrapped denoiser. With
   R = 10 both errors fall 3-9 times at 50-200 steps (1.2-8 times at 10), not to zero: each level's chain still
   conditions on a re-noised y.
-- ``dps`` — Chung et al. 2023 (DPS) on x̂_0: x̂_0 <- x̂_0 - ζ ∇_{x_t} ‖m ⊙ (y - x̂_0(x_t))‖², a Denoiser -> Denoiser
-  wrapper (autograd through the denoiser inside ``torch.enable_grad``; one forward and one backward per call).
-  By Tweedie this is the score of p_t(x_t) p̃(y | x_t) with p̃ ∝ exp(-(ζ α_t/σ_t²) ‖m ⊙ (y - x̂_0)‖²); near the
-  data the true p(y | x_t) has width σ_t/α_t, i.e. ζ = α_t/2 → 1/2, which makes the known part of x̂_0 equal to y to
-  first order; at high noise p̃ is far wider than p(y | x_t), so larger ζ help. The default ζ = 1 is a middle
-  value of the useful range on the exact test beds (ζ from 0.5 to 2 reduce replacement's errors, 2 most at 50-200
-  steps: benchmarks/inpainting_exact.py; ζ = 4 overshot in a trial with ancestral steps, covariance error 0.6-5).
-  The known values are imposed only by the final projection.
+- ``dps`` — Chung et al. 2023 (DPS) on x̂_0: x̂_0 <- x̂_0 - ζ ∇_{x_t} ‖m ⊙ (y - x̂_0(x_t))‖², a
+  Denoiser -> Denoiser wrapper (autograd through the denoiser inside ``torch.enable_grad``; one forward and one backward
+  per call). By Tweedie this is the score of p_t(x_t) p̃(y | x_t) with p̃ ∝ exp(-(ζ α_t/σ_t²)
+  ‖m ⊙ (y - x̂_0)‖²); near the data the true p(y | x_t) has width σ_t/α_t, i.e. ζ = α_t/2 → 1/2, which
+  makes the known part of x̂_0 equal to y to first order; at high noise p̃ is far wider than p(y | x_t), so larger ζ
+  help. The default ζ = 1 is a middle value of the useful range on the exact test beds (ζ from 0.5 to 2 reduce
+  replacement's errors, 2 most at 50-200 steps: benchmarks/inpainting_exact.py; ζ = 4 overshot in a trial with
+  ancestral steps, covariance error 0.6-5). The known values are imposed only by the final projection.
 Every method ends with the final projection (known values exact, other constraints too). Sample i depends only on
 (seed, i): the hook's noise comes from per-sample streams (:mod:`.batch`).
 """
@@ -49,8 +49,8 @@ DEFAULT_DPS_SCALE = 1.0  # ζ: see the module docstring
 
 
 def jump_back(path: Path, x_s: Tensor, s: float, t: float, z: Tensor) -> Tensor:
-    """x_t ~ q(x_t | x_s) for s < t: (α_t/α_s) x_s + √(σ_t² - (α_t/α_s)² σ_s²) z (Lugmayr et al. 2022 Eq. (9) on
-    any path), with standard normal z shaped like x_s."""
+    """x_t ~ q(x_t | x_s) for s < t: (α_t/α_s) x_s + √(σ_t² - (α_t/α_s)² σ_s²) z (Lugmayr et al. 2022 Eq. (9)
+    on any path), with standard normal z shaped like x_s."""
     a_s, a_t = coefficients(path, s)[0], coefficients(path, t)[0]
     var = float(jump_variance(path, f64(t), f64(s)))
     return (a_t / a_s) * x_s + math.sqrt(max(var, 0.0)) * z
@@ -77,7 +77,8 @@ class Resample:
 
 
 class GradientGuided:
-    """Denoiser -> Denoiser: DPS on x̂_0, x̂_0 - ζ ∇_{x_t} ‖m ⊙ (y - x̂_0(x_t))‖² (Chung et al. 2023 Alg. 1)."""
+    """Denoiser -> Denoiser: DPS on x̂_0, x̂_0 - ζ ∇_{x_t} ‖m ⊙ (y - x̂_0(x_t))‖²
+    (Chung et al. 2023 Alg. 1)."""
 
     def __init__(self, inner: Denoiser, fixed: Affine, scale: float, batch: Batch):
         self.inner, self.fixed, self.scale, self.batch, self.path = inner, fixed, scale, batch, inner.path

@@ -10,8 +10,8 @@ projects onto that set, Π(x_s) = σ_s n + α_s Π_C((x_s - σ_s n)/α_s), with 
   constrained directions get exactly their forward-noised law: A x_s = α_s b + σ_s A z with A z ~ N(0, A Aᵀ), the
   law of A x_s given A x_0 = b. For fixed values this *is* replacement inpainting (x_M = α_s y_M + σ_s z_M; Song et
   al. 2021 App. I.2, Lugmayr et al. 2022 Eq. (8)).
-- a box: n = the step's own noise estimate (x_s - α_s x̂_0)/σ_s, so Π(x_s) = x_s + α_s (Π_C(x̂_0) - x̂_0), x̂_0 the
-  estimate the step used: the denoised part is projected and the noise part kept. A fresh n would re-randomise every
+- a box: n = the step's own noise estimate (x_s - α_s x̂_0)/σ_s, so Π(x_s) = x_s + α_s (Π_C(x̂_0) - x̂_0), x̂_0
+  the estimate the step used: the denoised part is projected and the noise part kept. A fresh n would re-randomise every
   coordinate at every step, since a box constrains all of them (α_s C + σ_s N(0, I) has full support).
 At s = 0 (α = 1, σ = 0) both are Π_C itself. The optional x̂_0 wrapper (``project_x0``) also projects every x̂_0 a
 sampler sees (DDIM's x̂_0 clipping generalised to any C); it changes what the sampler integrates, the hook changes the
@@ -33,7 +33,8 @@ from .project import Constraint
 
 
 class ProjectStep:
-    """The step hook Π onto α_s C + σ_s n after the step t_i -> s = t_{i+1} (module docstring); (i, x, x̂_0) -> x."""
+    """The step hook Π onto α_s C + σ_s n after the step t_i -> s = t_{i+1} (module docstring); (i, x,
+    x̂_0) -> x."""
 
     def __init__(self, constraint: Constraint, ts: Tensor, path: Any, batch: Batch):
         self.constraint, self.batch = constraint, batch

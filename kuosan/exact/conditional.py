@@ -1,7 +1,8 @@
 """Exact class-conditional test bed: a Gaussian mixture whose components carry class labels.
 
 With components k of class c(k), p(x_0, y) = Σ_{k: c(k) = y} π_k N(μ_k, Σ_k), so on a path x_t = α x_0 + σ ε
-everything guidance needs is closed form (the component posterior r_k(x_t) ∝ π_k N(x_t; α μ_k, α² Σ_k + σ² I)):
+everything guidance needs is closed form (the component posterior
+r_k(x_t) ∝ π_k N(x_t; α μ_k, α² Σ_k + σ² I)):
   p(y | x_t)        = Σ_{k: c(k) = y} r_k(x_t)                              (the exact noisy classifier),
   E[x_0 | x_t, y]   = Σ_{k: c(k) = y} r_k E_k[x_0|x_t] / p(y|x_t)          (the conditional denoiser),
   E[x_0 | x_t]      = Σ_k r_k E_k[x_0|x_t]                                  (the unconditional one),

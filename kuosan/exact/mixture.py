@@ -91,7 +91,8 @@ def gaussian(mean: Tensor, cov: Tensor) -> GaussianMixture:
 def curve_cov(dim: int = 64, scale: float = 0.25, length: float = 8.0, jitter: float = 1e-3) -> Tensor:
     """Seed 001's smooth-curve covariance: scale·exp(-(i-j)²/(2ℓ²)) + jitter·I (low rank + full rank)."""
     i = torch.arange(dim, dtype=torch.float64)
-    return scale * torch.exp(-((i[:, None] - i[None]) ** 2) / (2 * length**2)) + jitter * torch.eye(dim, dtype=torch.float64)
+    return (scale * torch.exp(-((i[:, None] - i[None]) ** 2) / (2 * length**2))
+            + jitter * torch.eye(dim, dtype=torch.float64))
 
 
 def ring(k: int = 8, radius: float = 2.0, std: float = 0.05) -> GaussianMixture:
@@ -119,8 +120,8 @@ def pf_ode_solve(mixture: GaussianMixture, x: Tensor, ve_sigma_from: float, ve_s
     """Exact probability-flow ODE endpoint (Song et al. 2021 Eq. (13)) between VE noise levels σ̃ = σ/α.
 
     Integrates kuosan.pf_ode's dy/du = y - D(y) (u = log σ̃, y = x/α) with the mixture's exact denoiser in
-    float64 by scipy's DOP853. ``x`` is the VP state x = y/√(1 + σ̃²) (B, D) at σ̃ = ve_sigma_from; returns the VP
-    state at ve_sigma_to (σ̃ = 0: data, stopped at 1e-7 where the remaining change is below 1e-10). For another
+    float64 by scipy's DOP853. ``x`` is the VP state x = y/√(1 + σ̃²) (B, D) at σ̃ = ve_sigma_from; returns the
+    VP state at ve_sigma_to (σ̃ = 0: data, stopped at 1e-7 where the remaining change is below 1e-10). For another
     path, convert with its α: x_path = α_path · y.
     """
     import numpy as np

@@ -3,8 +3,8 @@
 D&N add s·∇_x log p_φ(y | x_t, t) to the score. In x̂_0 terms (Tweedie: x̂_0 = (x_t + σ² ∇log p_t(x_t))/α), a
 score shifted by s·g shifts the denoiser by
     x̃_0 = x̂_0 + s (σ²/α) ∇_x log p(y | x_t, t),
-so ε̂ moves by -s σ g (D&N Alg. 2's ε̂ - √(1-ᾱ) s g) and every sampler sees the guided score. With s = 1 and the
-exact p(y | x_t) the guided score is ∇log p_t(x_t | y) (Bayes): the sampler draws p(x_0 | y) exactly
+so ε̂ moves by -s σ g (D&N Alg. 2's ε̂ - √(1-ᾱ) s g) and every sampler sees the guided score. With s = 1 and
+the exact p(y | x_t) the guided score is ∇log p_t(x_t | y) (Bayes): the sampler draws p(x_0 | y) exactly
 (tests/guidance/test_classifier_guidance.py). Where α(t) = 0 (flow, zero terminal SNR at t_max) x_t carries no
 information about x_0, the exact ∇log p(y|x_t) is O(α) and (σ²/α)·∇ has a finite limit no learned classifier
 gives: those rows are left unguided, and so are rows with σ̃ = σ/α above 10³ (kuosan.pf_ode's VE_SIGMA_CAP: the
@@ -40,7 +40,8 @@ class TimeClassifier(Protocol):
 
 class NoisyClassifier(nn.Module):
     """A classifier network f(c_in x_t, c_noise) -> logits read on a path: c_in = 1/√(α² + σ²) (unit-scale input
-    on every path: x_t/√(α² + σ²) depends only on x_t/α and λ), c_noise = -125·clip(λ, ±20) (EDM's ¼ ln σ̃ × 1000)."""
+    on every path: x_t/√(α² + σ²) depends only on x_t/α and λ), c_noise = -125·clip(λ, ±20)
+    (EDM's ¼ ln σ̃ × 1000)."""
 
     def __init__(self, net: nn.Module, path: Path, num_classes: int):
         super().__init__()
@@ -79,7 +80,8 @@ def grad_log_prob(classifier: TimeClassifier, x_t: Tensor, t: Tensor, y: Tensor)
 
 
 class ClassifierGuided:
-    """Denoiser -> Denoiser: x̂_0 + s (σ²/α) ∇log p(y | x_t, t) (see the module docstring); s = 0 is D bit for bit.
+    """Denoiser -> Denoiser: x̂_0 + s (σ²/α) ∇log p(y | x_t, t) (see the module docstring);
+    s = 0 is D bit for bit.
 
     ``cond["y"]`` names the class; it is passed on to D only when ``conditional_model`` (D&N guide both
     unconditional and conditional models). Rows with σ̃ > 10³ (α = 0 included) or λ outside ``interval`` are left

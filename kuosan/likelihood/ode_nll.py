@@ -7,11 +7,12 @@ d backward passes) or Hutchinson's z^T J z with Rademacher z fixed along the pat
 
 Start: y_0 = x_0 at σ̃ = ``ve_sigma_min``, i.e. the NLL of x_0 under the model's density of y = x_0 + σ̃_min·ε,
 which is the same for every path (y = x/α removes the path's scaling) and tends to the data density as
-σ̃_min -> 0 (O(σ̃_min²)). For the discrete VP chain the first half's ``sigma_min`` (the VP σ) is σ̃_min/√(1+σ̃_min²),
-the same to 1e-6 relative at the default 1e-3.
+σ̃_min -> 0 (O(σ̃_min²)). For the discrete VP chain the first half's ``sigma_min`` (the VP σ) is
+σ̃_min/√(1+σ̃_min²), the same to 1e-6 relative at the default 1e-3.
 
 End, prior x_{t_max} ~ N(0, prior_std² I) (exact when λ(t_max) = -∞: x_{t_max} is then independent of x_0):
-- σ̃(t_max) <= pf_ode.VE_SIGMA_CAP: the ODE runs to u_1 = log σ̃(t_max), and p(y_1) = N(α y_1; 0, prior_std²) α^d.
+- σ̃(t_max) <= pf_ode.VE_SIGMA_CAP: the ODE runs to u_1 = log σ̃(t_max), and p(y_1) = N(α y_1; 0,
+  prior_std²) α^d.
 - otherwise (α(t_max) = 0 included) the model reaches y_cap at σ̃ = VE_SIGMA_CAP from x_T by pf_ode.enter's one
   DDIM step y_cap = k x_T + c x̂_0(x_T) with k = σ̃_cap/σ(t_max). The ODE runs to u_1 = log σ̃_cap, x_T is
   recovered from y_cap by fixed-point iteration, and log p(y_cap) = log N(x_T; 0, prior_std²) - log|det M| with

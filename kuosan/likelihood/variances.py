@@ -1,4 +1,5 @@
-"""Reverse-process variances σ² of p(x_s|x_t) = N(μ̃(x_t, x̂_0), σ² I) on any Gaussian path, and improved DDPM's L_vlb.
+"""Reverse-process variances σ² of p(x_s|x_t) = N(μ̃(x_t, x̂_0), σ² I) on any Gaussian path,
+and improved DDPM's L_vlb.
 
 For a jump t -> s < t with Δλ = λ_t - λ_s <= 0 (see kuosan.forward): σ²_{t|s} = σ_t²(1 - e^{Δλ}) (the forward
 jump variance, β_t for s = t-1 on the discrete chain) and β̃ = σ²_{t|s} σ_s²/σ_t² = (1 - e^{Δλ}) σ_s² (the
@@ -13,10 +14,10 @@ posterior variance). Kinds:
 - ``analytic``: Bao et al. 2022 (Analytic-DPM) Thm 1 with the paper's λ_n² = β̃ (the DDPM case; its λ_n is not
   the log-SNR λ), for any jump and path:
   σ*² = β̃ + c² E||x_0 - x̂_0||²/d with c = α_s(1 - e^{Δλ}) the x_0-coefficient of μ̃, and
-  E||x_0 - x̂_0||²/d = e^{-λ_t}(1 - Γ_t), Γ_t = E||ε̂(x_t, t)||²/d (ε̂ = E[ε|x_t], so E||ε - ε̂||²/d = 1 - Γ_t).
-  For s = t-1 on the chain this is the paper's λ_n² + (sqrt(β̄_n/α_n) - sqrt(β̄_{n-1} - λ_n²))² (1 - Γ_n).
-  Where α_t = 0 (λ_t = -∞, zero terminal SNR) Γ carries no information (0·∞); there the table's directly
-  measured x0_mse = E||x_0 - x̂_0||²/d is used instead.
+  E||x_0 - x̂_0||²/d = e^{-λ_t}(1 - Γ_t), Γ_t = E||ε̂(x_t, t)||²/d (ε̂ = E[ε|x_t], so
+  E||ε - ε̂||²/d = 1 - Γ_t). For s = t-1 on the chain this is the paper's
+  λ_n² + (sqrt(β̄_n/α_n) - sqrt(β̄_{n-1} - λ_n²))² (1 - Γ_n). Where α_t = 0 (λ_t = -∞, zero terminal SNR)
+  Γ carries no information (0·∞); there the table's directly measured x0_mse = E||x_0 - x̂_0||²/d is used instead.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def reverse_variance(kind: VarianceKind, path: Path, t: Tensor, s: Tensor, *, ne
 
 
 def gamma_bounds(path: Path, ts: Tensor, half_range: float | None = None) -> tuple[Tensor, Tensor]:
-    """Bao et al. Thm 2 as bounds on Γ_t: σ*² in [β̃, β̃ + c²·half_range²] <=> Γ_t in [1 - SNR_t·half_range², 1]."""
+    """Bao et al. Thm 2 as bounds on Γ_t: σ*² in [β̃, β̃ + c²·half_range²] <=> Γ_t in
+    [1 - SNR_t·half_range², 1]."""
     ts = f64(ts)
     lo = torch.zeros_like(ts)
     if half_range is not None:
@@ -131,7 +133,8 @@ def gamma_bounds(path: Path, ts: Tensor, half_range: float | None = None) -> tup
 def estimate_analytic_table(D: Denoiser, data_x0: Tensor, ts: Tensor, n_mc: int = 1, *,
                             half_range: float | None = None, batch_size: int = 1024,
                             generator: torch.Generator | None = None, progress: bool = False) -> AnalyticTable:
-    """Analytic-DPM Eq. (8): Γ_t = mean over data x_0 (N, *D) and n_mc noises of ||ε̂(x_t, t)||²/d, clipped to Thm 2.
+    """Analytic-DPM Eq. (8): Γ_t = mean over data x_0 (N, *D) and n_mc noises of ||ε̂(x_t, t)||²/d,
+    clipped to Thm 2.
 
     ``half_range`` = (b - a)/2 for data in [a, b]^d (1 for images in [-1, 1]) tightens the lower bound; None: Γ >= 0.
     The same draws give x0_mse = E||x_0 - x̂_0||²/d (clipped to [0, half_range²]), used where α_t = 0.

@@ -97,7 +97,8 @@ def mmd(x: Any, y: Any, *, bandwidth: float | None = None) -> tuple[float, float
 
 
 def energy_distance(x: Any, y: Any) -> float:
-    """Energy distance 2E‖X - Y‖ - E‖X - X'‖ - E‖Y - Y'‖ (Székely & Rizzo 2013), unbiased (U-statistic) form."""
+    """Energy distance 2E‖X - Y‖ - E‖X - X'‖ - E‖Y - Y'‖ (Székely & Rizzo 2013), unbiased
+    (U-statistic) form."""
     x, y = as_features(x, "samples"), as_features(y, "reference samples")
     check_same_dim(x, y)
     if len(x) < 2 or len(y) < 2:

@@ -1,16 +1,17 @@
 """Fréchet distance between Gaussians fitted to two feature sets (Heusel et al. 2017, "FID"), with a bootstrap
 standard error.
 
-FD = ‖μ₁ - μ₂‖² + tr Σ₁ + tr Σ₂ - 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½  (Dowson & Landau 1982), computed in float64 in the
-symmetric eigen form: S = Σ₁^½ by ``eigh`` (negative round-off eigenvalues clamped to 0), then the eigenvalues
-of the symmetric S Σ₂ S, whose square roots sum to tr (Σ₁Σ₂)^½. No complex ``sqrtm`` and no imaginary parts to
-discard; singular covariances are handled exactly.
+FD = ‖μ₁ - μ₂‖² + tr Σ₁ + tr Σ₂ - 2 tr (Σ₁^½ Σ₂ Σ₁^½)^½  (Dowson & Landau 1982), computed
+in float64 in the symmetric eigen form: S = Σ₁^½ by ``eigh`` (negative round-off eigenvalues clamped to 0), then the
+eigenvalues of the symmetric S Σ₂ S, whose square roots sum to tr (Σ₁Σ₂)^½. No complex ``sqrtm`` and no
+imaginary parts to discard; singular covariances are handled exactly.
 
 **Small-n bias.** The plug-in estimate is biased *upward*: with the unbiased sample covariances, the mean term
-alone gains E‖μ̂₁ - μ̂₂‖² - ‖μ₁ - μ₂‖² = tr Σ₁/n₁ + tr Σ₂/n₂, and the trace-square-root term is biased in the
-same direction by O(d/n) (Chong & Forsyth 2020, "Effectively unbiased FID"). Two samples of one distribution
-therefore give FD ≈ c·d/n > 0, not 0: compare FDs only at equal n and equal feature dimension d. With n ≤ d the
-sample covariance is singular and the estimate is dominated by this bias; :func:`check_sample_count` refuses it.
+alone gains E‖μ̂₁ - μ̂₂‖² - ‖μ₁ - μ₂‖² = tr Σ₁/n₁ + tr Σ₂/n₂, and the
+trace-square-root term is biased in the same direction by O(d/n) (Chong & Forsyth 2020, "Effectively unbiased FID"). Two
+samples of one distribution therefore give FD ≈ c·d/n > 0, not 0: compare FDs only at equal n and equal feature
+dimension d. With n ≤ d the sample covariance is singular and the estimate is dominated by this bias;
+:func:`check_sample_count` refuses it.
 The bootstrap standard error measures the spread of the estimate, not its bias.
 """
 

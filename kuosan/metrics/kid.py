@@ -11,9 +11,9 @@ exact variance is (Hoeffding 1948; the form used by Sutherland et al. 2017, Eq. 
 
     Var = 4(m-2)/(m(m-1)) ζ₁ + 2/(m(m-1)) ζ₂,   ζ₁ = Cov(h₁₂, h₁₃),  ζ₂ = Var(h₁₂),
 
-and each of E[h₁₂h₁₃], E[h₁₂²] and θ² = E[h]² has an unbiased estimate from sums over distinct index tuples, so
-the reported variance is itself unbiased. The second-order term matters: for one distribution ζ₁ = 0 and the
-first-order (delta-method) variance alone would claim an error of zero.
+and each of E[h₁₂h₁₃], E[h₁₂²] and θ² = E[h]² has an unbiased estimate from sums over distinct index
+tuples, so the reported variance is itself unbiased. The second-order term matters: for one distribution ζ₁ = 0 and
+the first-order (delta-method) variance alone would claim an error of zero.
 """
 
 from __future__ import annotations

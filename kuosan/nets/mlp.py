@@ -42,7 +42,8 @@ class MLP(nn.Module):
     def __init__(self, cfg: MLPConfig):
         super().__init__()
         self.cfg = cfg
-        self.time_mlp = nn.Sequential(nn.Linear(cfg.emb_dim, cfg.emb_dim), nn.SiLU(), nn.Linear(cfg.emb_dim, cfg.emb_dim), nn.SiLU())
+        self.time_mlp = nn.Sequential(nn.Linear(cfg.emb_dim, cfg.emb_dim), nn.SiLU(),
+                                      nn.Linear(cfg.emb_dim, cfg.emb_dim), nn.SiLU())
         self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.emb_dim) if cfg.num_classes > 0 else None
         self.inp = nn.Linear(cfg.dim, cfg.hidden)
         self.blocks = nn.ModuleList(MLPBlock(cfg.hidden, cfg.emb_dim, cfg.dropout) for _ in range(cfg.depth))

@@ -3,15 +3,17 @@
 
 Each training step draws a pair of noise levels σ_lo < σ_hi per sample (the objective's time sampler,
 ``ConsistencyLevels``, which is told the training step: the discretisation follows a curriculum) and one noise z:
-  loss = λ·d(f_θ(x_0 + σ_hi z, σ_hi), sg f_θ(x_lo, σ_lo)),   λ = 1/(σ_hi - σ_lo) (ect: kuosan.objectives.ect's weight),
+  loss = λ·d(f_θ(x_0 + σ_hi z, σ_hi), sg f_θ(x_lo, σ_lo)),   λ = 1/(σ_hi - σ_lo)
+                                                             (ect: kuosan.objectives.ect's weight),
   d(a, b) = √(‖a - b‖² + c²) - c   (pseudo-Huber, Song & Dhariwal 2023 §3.3; c = 0.00054·√d by default),
 with x_lo = x_0 + σ_lo z (ct, ect) or the teacher's ODE step from (x_0 + σ_hi z, σ_hi) to σ_lo (cd). The target
 network is the student itself with the gradient stopped (θ⁻ = θ, no EMA target, as iCT). Both evaluations see the
 same dropout masks (ECT's choice): the target is evaluated under a forked RNG, so the student draws the same masks.
-Levels: ct and cd use the Karras discretisation σ_1 = σ_min < ... < σ_N = σ_max (ρ = 7), adjacent pairs (σ_i, σ_{i+1})
-drawn from the discrete log-normal of iCT §3.5; ct's N follows the curriculum N(k) = min(s0·2^⌊k/K'⌋, s1) + 1,
-K' = ⌊K/(log2⌊s1/s0⌋ + 1)⌋ (iCT §3.4), cd's N is fixed; ect draws ln σ_hi ~ N(P_mean, P_std²) and takes σ_lo from
-kuosan.objectives.ect. Pairs are (B, 2) float64 tensors, columns (σ_hi, σ_lo).
+Levels: ct and cd use the Karras discretisation σ_1 = σ_min < ... < σ_N = σ_max (ρ = 7), adjacent pairs
+(σ_i, σ_{i+1}) drawn from the discrete log-normal of iCT §3.5; ct's N follows the curriculum
+N(k) = min(s0·2^⌊k/K'⌋, s1) + 1, K' = ⌊K/(log2⌊s1/s0⌋ + 1)⌋ (iCT §3.4), cd's N is fixed; ect draws
+ln σ_hi ~ N(P_mean, P_std²) and takes σ_lo from kuosan.objectives.ect. Pairs are (B, 2) float64 tensors,
+columns (σ_hi, σ_lo).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ HUBER_SCALE = 0.00054  # c = 0.00054·√d (Song & Dhariwal 2023 §3.3: c = 0.03
 
 
 def karras_levels(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tensor:
-    """σ_i = (σ_min^{1/ρ} + (i-1)/(N-1)(σ_max^{1/ρ} - σ_min^{1/ρ}))^ρ, i = 1..N (Song et al. 2023 §C / Karras et
-    al. 2022 Eq. (5)), ascending (N,) float64 with the ends exact."""
+    """σ_i = (σ_min^{1/ρ} + (i-1)/(N-1)(σ_max^{1/ρ} - σ_min^{1/ρ}))^ρ, i = 1..N (Song et al. 2023 §C / Karras
+    et al. 2022 Eq. (5)), ascending (N,) float64 with the ends exact."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"a discretisation needs at least 2 noise levels, got {n!r}")
     if not (0 < sigma_min < sigma_max and math.isfinite(sigma_max)) or not (rho > 0 and math.isfinite(rho)):
@@ -51,8 +53,8 @@ def karras_levels(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) 
 
 
 def curriculum_points(step: int, total_steps: int, s0: int, s1: int) -> int:
-    """N(k) = min(s0·2^⌊k/K'⌋, s1) + 1 noise levels at training step k, K' = ⌊K/(log2⌊s1/s0⌋ + 1)⌋ (Song & Dhariwal
-    2023 Eq. (8)); K' is at least 1 (a run shorter than the number of doublings doubles every step)."""
+    """N(k) = min(s0·2^⌊k/K'⌋, s1) + 1 noise levels at training step k, K' = ⌊K/(log2⌊s1/s0⌋ + 1)⌋
+    (Song & Dhariwal 2023 Eq. (8)); K' is at least 1 (a run shorter than the number of doublings doubles every step)."""
     k_prime = max(1, math.floor(total_steps / (math.log2(math.floor(s1 / s0)) + 1)))
     return min(s0 * 2 ** min(step // k_prime, 62), s1) + 1
 
@@ -68,7 +70,8 @@ def level_probs(levels: Tensor, p_mean: float, p_std: float) -> Tensor:
 
 
 def pseudo_huber(a: Tensor, b: Tensor, c: float) -> Tensor:
-    """d(a, b) = √(‖a - b‖² + c²) - c per sample, (B, *D) x2 -> (B,) (Song & Dhariwal 2023 Eq. (9)); c = 0: ‖a - b‖."""
+    """d(a, b) = √(‖a - b‖² + c²) - c per sample, (B, *D) x2 -> (B,) (Song & Dhariwal 2023 Eq. (9));
+    c = 0: ‖a - b‖."""
     sq = (a - b).flatten(1).pow(2).sum(1)
     return (sq + c**2).sqrt() - c
 

@@ -133,7 +133,8 @@ class LogNormal:
 
 
 class Importance:
-    """Nichol & Dhariwal 2021 §3.3, Eq. (18): t ∈ 1..T with p_t ∝ √E[L_t²] over the last ``history`` values of L_t.
+    """Nichol & Dhariwal 2021 §3.3, Eq. (18):
+    t ∈ 1..T with p_t ∝ √E[L_t²] over the last ``history`` values of L_t.
 
     Uniform until every t has ``history`` values. ``uniform_mix`` of the mass stays uniform so no p_t is 0 and
     the importance weights 1/(T p_t) stay bounded. E_t~p[w_t L_t] = (1/T) Σ_t L_t, so the weighted loss is unbiased.

@@ -8,7 +8,8 @@ another target gets it through the parameterisation (||ε̂ - ε||² = k·||out 
            = w·||ε̂ - ε||² with w = (SNR(t-1)/SNR(t) - 1)/2, and at t = 1 the decoder N(x_0; μ, β_1) term
            1/(2(1 - β_1)). Continuous time (VDM Eq. (17)): w = -½ dλ/dt / p(t), p the density of the times drawn.
   min_snr  Hang et al. 2023: min(SNR, γ) on the x_0-MSE, i.e. w = min(SNR, γ)/SNR.
-  edm      Karras et al. 2022 Eq. (8): λ(σ̃)||D - x_0||² with λ = (σ̃² + σ_d²)/(σ̃ σ_d)², i.e. w = (σ̃² + σ_d²)/σ_d².
+  edm      Karras et al. 2022 Eq. (8): λ(σ̃)||D - x_0||² with λ = (σ̃² + σ_d²)/(σ̃ σ_d)², i.e.
+           w = (σ̃² + σ_d²)/σ_d².
   flow     the flow-matching velocity loss ||û - u||² (Lipman et al. 2023): w = Δ²/α², Δ = α dσ/dt - σ dα/dt.
   sigmoid  Kingma & Gao 2023 §5: w = sigmoid(b - λ).
 
@@ -37,8 +38,9 @@ def dlog_snr_dt(path: Path, t: Tensor) -> Tensor:
 
 
 def x0_factor(param: Parameterisation, path: Path, t: Tensor) -> Tensor:
-    """(∂x̂_0/∂out)² (B,) float64: ||x̂_0 - x_0||² = x0_factor·||out - target||² (every to_x0 is affine in out with a
-    scalar slope, so the slope is read off the parameterisation itself). Equals eps_factor/SNR; finite at α = 0."""
+    """(∂x̂_0/∂out)² (B,) float64: ||x̂_0 - x_0||² = x0_factor·||out - target||² (every to_x0 is affine in out
+    with a scalar slope, so the slope is read off the parameterisation itself). Equals eps_factor/SNR;
+    finite at α = 0."""
     t = f64(t)
     zero = torch.zeros_like(t)
     return (param.to_x0(torch.ones_like(t), zero, path, t) - param.to_x0(zero, zero, path, t)) ** 2

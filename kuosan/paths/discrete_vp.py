@@ -111,7 +111,8 @@ class DiscreteVP:
         return torch.where(la == -math.inf, torch.full_like(t, float(self.T)), t)
 
     def dlog_alpha_bar_dt(self, t: TimeLike) -> Tensor:
-        """Slope of log ᾱ on the interval (k-1, k] holding t (the interval a reverse step enters); t = 0 uses (0, 1]."""
+        """Slope of log ᾱ on the interval (k-1, k] holding t (the interval a reverse step enters);
+        t = 0 uses (0, 1]."""
         t = f64(t)
         k = t.ceil().clamp(1, self.T).long()
         la = self._log_ab.to(t.device)
@@ -131,8 +132,8 @@ class DiscreteVP:
         return f64(t) * (1000.0 / self.T)
 
     def spec(self) -> dict[str, Any]:
-        return {"kind": "discrete_vp", "schedule": self.schedule, "T": self.T, "zero_terminal_snr": self.zero_terminal_snr,
-                "betas_sha1": self.fingerprint()}
+        return {"kind": "discrete_vp", "schedule": self.schedule, "T": self.T,
+                "zero_terminal_snr": self.zero_terminal_snr, "betas_sha1": self.fingerprint()}
 
     def fingerprint(self) -> str:
         """A short hash of the β values (the same as the first half's schedule fingerprint)."""
@@ -177,7 +178,8 @@ BETA_FNS = {"linear": linear_betas, "scaled_linear": scaled_linear_betas, "cosin
 
 
 def rescale_zero_terminal_snr(betas: Tensor) -> Tensor:
-    """Lin et al. 2024 Algorithm 1: shift √ᾱ so √ᾱ_T = 0 and scale so √ᾱ_1 is unchanged; returns β (β_T = 1)."""
+    """Lin et al. 2024 Algorithm 1: shift √ᾱ so √ᾱ_T = 0 and scale so √ᾱ_1 is unchanged; returns β
+    (β_T = 1)."""
     sab = torch.cumprod(1 - betas.to(torch.float64), 0).sqrt()
     first, last = sab[0].clone(), sab[-1].clone()
     sab = (sab - last) * first / (first - last)

@@ -1,15 +1,15 @@
 """Multistep consistency sampling (Song et al. 2023 Algorithm 1) on any path, and its noise-level grids.
 
-x̂_0 = D(x_T, t_0); then for each next grid time τ before the final 0: x = α(τ) x̂_0 + σ(τ) z, x̂_0 = D(x, τ). With a
-consistency model D = f(·, σ) gives the PF-ODE endpoint, so one step is a sample and each further step re-noises
-to a lower level and maps back (Song et al. 2023 re-noise with √(τ² - σ_min²) on VE; σ_min = 0.002 changes that
-by under 2.5e-6 relative at τ >= 0.9, so the path's own q(x_τ|x̂_0) is used, which also runs on VP and flow paths).
-NFE = steps; z comes from the per-sample NoiseSource, so the samples do not depend on the batch size.
+x̂_0 = D(x_T, t_0); then for each next grid time τ before the final 0: x = α(τ) x̂_0 + σ(τ) z, x̂_0 = D(x, τ).
+With a consistency model D = f(·, σ) gives the PF-ODE endpoint, so one step is a sample and each further step
+re-noises to a lower level and maps back (Song et al. 2023 re-noise with √(τ² - σ_min²) on VE; σ_min = 0.002
+changes that by under 2.5e-6 relative at τ >= 0.9, so the path's own q(x_τ|x̂_0) is used, which also runs on VP and
+flow paths). NFE = steps; z comes from the per-sample NoiseSource, so the samples do not depend on the batch size.
 
-Noise levels are VE levels σ̃ = σ/α (the path's σ on VE). The default: one step from σ̃(t_max); two steps re-noise
-to σ̃_1 = 1.642·σ_d, iCT's σ = 0.821 for CIFAR-10 (σ_d = 0.5) scaled with the data's spread (the level sits where
-SNR = σ_d²/σ̃² = 0.37: enough noise to undo the first step's errors at coarse scale, little enough to keep its
-layout); more steps add levels log-spaced down to σ̃_1/10.
+Noise levels are VE levels σ̃ = σ/α (the path's σ on VE). The default: one step from σ̃(t_max); two steps
+re-noise to σ̃_1 = 1.642·σ_d, iCT's σ = 0.821 for CIFAR-10 (σ_d = 0.5) scaled with the data's spread (the level
+sits where SNR = σ_d²/σ̃² = 0.37: enough noise to undo the first step's errors at coarse scale, little enough to
+keep its layout); more steps add levels log-spaced down to σ̃_1/10.
 """
 
 from __future__ import annotations

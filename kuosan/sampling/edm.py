@@ -1,10 +1,12 @@
 """Karras et al. 2022 (EDM) deterministic Euler and Heun samplers (Algorithm 1), on any path.
 
-Every Gaussian path becomes VE under y = x/α, σ̃ = σ/α = exp(-λ/2): the PF-ODE reads dy/dσ̃ = (y - x̂_0)/σ̃ = ε̂
-(Karras et al. §2 with s = 1), where x̂_0 = D(α y, t) is the path's denoiser at the matching t. The steps are
-written back on x = α y so that nothing divides by α:
-  Euler  y_s = y_t + (σ̃_s - σ̃_t) ε̂          <=>  x_s = α_s x̂_0 + σ_s ε̂  (DDIM η = 0, Song et al. 2021 Eq. (14));
-  Heun   y_s = y_t + (σ̃_s - σ̃_t)(ε̂ + ε̂')/2  <=>  x_s = x_s^{Euler} + ½ α_s (σ̃_s - σ̃_t)(ε̂' - ε̂),
+Every Gaussian path becomes VE under y = x/α, σ̃ = σ/α = exp(-λ/2): the PF-ODE reads
+dy/dσ̃ = (y - x̂_0)/σ̃ = ε̂ (Karras et al. §2 with s = 1), where x̂_0 = D(α y, t) is the path's denoiser at
+the matching t. The steps are written back on x = α y so that nothing divides by α:
+  Euler  y_s = y_t + (σ̃_s - σ̃_t) ε̂
+         <=>  x_s = α_s x̂_0 + σ_s ε̂  (DDIM η = 0, Song et al. 2021 Eq. (14));
+  Heun   y_s = y_t + (σ̃_s - σ̃_t)(ε̂ + ε̂')/2
+         <=>  x_s = x_s^{Euler} + ½ α_s (σ̃_s - σ̃_t)(ε̂' - ε̂),
 ε̂' the slope at the Euler point. The step out of σ̃ = ∞ (α(t_max) = 0) is the Euler step, which is finite there;
 Heun's correction is not (σ̃_s - σ̃_t = -∞), and the step into σ̃ = 0 has none (Alg. 1: "if σ_{i+1} ≠ 0").
 Shapes: x (B, *D).
@@ -23,10 +25,11 @@ from .grids import check_grid
 from .noise import NoiseSource
 
 
-# Heun's trapezoid in σ̃ spans the whole step: out of σ̃_t = 2·10⁴ (the discrete cosine chain's t = T) into σ̃_s ~ 1
-# its correction ½(σ̃_s - σ̃_t)(ε̂' - ε̂) is 10⁴ times an O(1) difference, and 8 steps gave samples of norm ~300 with
-# the exact denoiser. Above this σ̃ the step is Euler's, as out of σ̃ = ∞ (where Euler is exact in the limit);
-# Karras et al.'s own grids start at σ̃ = 80 and are unaffected (the same cap as kuosan.pf_ode's start).
+# Heun's trapezoid in σ̃ spans the whole step: out of σ̃_t = 2·10⁴ (the discrete cosine chain's t = T) into
+# σ̃_s ~ 1 its correction ½(σ̃_s - σ̃_t)(ε̂' - ε̂) is 10⁴ times an O(1) difference, and 8 steps gave
+# samples of norm ~300 with the exact denoiser. Above this σ̃ the step is Euler's, as out of σ̃ = ∞ (where Euler
+# is exact in the limit); Karras et al.'s own grids start at σ̃ = 80 and are unaffected
+# (the same cap as kuosan.pf_ode's start).
 HEUN_SIGMA_MAX = 1e3
 
 

@@ -131,7 +131,8 @@ def logsnr_grid(path: Path, steps: int, *, t_min: float | None = None, t_start: 
 
 def karras_grid(path: Path, steps: int, *, rho: float = 7.0, t_min: float | None = None,
                 t_start: float | None = None) -> Tensor:
-    """Karras et al. 2022 Eq. (5), σ̃_i = (σ̃_max^{1/ρ} + i/(N-1)(σ̃_min^{1/ρ} - σ̃_max^{1/ρ}))^ρ, after t_start."""
+    """Karras et al. 2022 Eq. (5), σ̃_i = (σ̃_max^{1/ρ} + i/(N-1)(σ̃_min^{1/ρ} - σ̃_max^{1/ρ}))^ρ,
+    after t_start."""
     check_steps(steps)
     if not (rho > 0 and math.isfinite(rho)):
         raise ValueError(f"rho must be a finite number > 0, got {rho!r}")

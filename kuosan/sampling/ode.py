@@ -38,12 +38,12 @@ def ode(D: Denoiser, x: Tensor, ts: Tensor, *, rtol: float = 1e-5, atol: float =
 
     Only the grid's ends shape the result: the solver picks its own steps (per sample) between t_0 and ts[-2]
     (fractional t allowed), and the step into t = 0 is a denoise at ts[-2] (σ̃ there is small: logsnr/karras
-    grids end at σ̃ ≈ 0.01 on the linear chain). The interior grid points are where ``callback(i, x_{t_{i+1}}, x̂_0)``
-    reports the state (interpolated; x̂_0 is each sample's latest evaluation), once per grid step. The NFE is
-    whatever the solver used plus one (plus one in ``enter``): count it with Counting. A callback may replace
-    the state (the step hook) only at the last step, or on a grid with nothing to integrate: inside the adaptive
-    integration every row is already past a grid time when it is reported, so a replacement there is a ValueError
-    (returning the reported tensor itself changes nothing and is allowed).
+    grids end at σ̃ ≈ 0.01 on the linear chain). The interior grid points are where
+    ``callback(i, x_{t_{i+1}}, x̂_0)`` reports the state (interpolated; x̂_0 is each sample's latest evaluation), once
+    per grid step. The NFE is whatever the solver used plus one (plus one in ``enter``): count it with Counting. A
+    callback may replace the state (the step hook) only at the last step, or on a grid with nothing to integrate: inside
+    the adaptive integration every row is already past a grid time when it is reported, so a replacement there is a
+    ValueError (returning the reported tensor itself changes nothing and is allowed).
     """
     if method not in METHODS:
         raise ValueError(f"unknown adaptive ODE method {method!r}; choose one of {', '.join(METHODS)}")

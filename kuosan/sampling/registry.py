@@ -3,7 +3,8 @@ the benchmarks (no other list of samplers exists). ``register`` adds one (the be
 :mod:`kuosan.sampling.tuning` registers itself there).
 
 A sampler is a pure function ``fn(D, x, ts, *, noise=None, cond=None, progress=False, callback=None, **options)``
-returning x_0 (see :mod:`kuosan.sampling`; a tensor the callback returns replaces x); ``options`` names the keywords beyond those it takes.
+returning x_0 (see :mod:`kuosan.sampling`; a tensor the callback returns replaces x);
+``options`` names the keywords beyond those it takes.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 The forward SDE dx = f(t) x dt + g(t) dw with f = dlog α/dt and g² = dσ²/dt - 2fσ² (``paths.sde_coefficients``;
 Kingma et al. 2021 App. A) has exactly the path's marginals. On the discrete chain log ᾱ is linear between
 integers, so f = -½β(t), g² = β(t) with β(t) = -dlog ᾱ/dt = -log(1 - β_k) on (k-1, k]: the VP SDE of the first
-half of kuosan, unchanged. Its reverse is dx = [f x - g² ∇log p_t(x)] dt + g dw̄ (Eq. (6)), score ∇log p_t = -ε̂/σ.
+half of kuosan, unchanged. Its reverse is dx = [f x - g² ∇log p_t(x)] dt + g dw̄ (Eq. (6)),
+score ∇log p_t = -ε̂/σ.
 
 Out of α(t) = 0 (zero terminal SNR, flow: f = -∞, g² = ∞) an Euler–Maruyama or reverse-diffusion step is
 undefined; that step is the posterior step q(x_s|x_t, x̂_0) = N(α_s x̂_0, σ_s² I) there (DDIM η = 1, the exact
@@ -128,12 +129,12 @@ def pc(D: Denoiser, x: Tensor, ts: Tensor, *, snr: float = 0.16, corrector_steps
        cond: dict[str, Any] | None = None, progress: bool = False, callback: Callback | None = None) -> Tensor:
     """Song et al. Algorithm 5: at each t_i, M Langevin corrector steps, then a predictor step to t_{i+1}.
 
-    Corrector: x <- x + ε g + √(2ε) z, g = -ε̂/σ, ε = 2 α_i (r ‖z‖/‖g‖)² with r = ``snr`` and α_i from
-    :func:`corrector_alpha` (always in [0, 1]: the first half used 1 - β(t) with the rate β(t), negative for
+    Corrector: x <- x + ε g + √(2ε) z, g = -ε̂/σ, ε = 2 α_i (r ‖z‖/‖g‖)² with r = ``snr`` and α_i
+    from :func:`corrector_alpha` (always in [0, 1]: the first half used 1 - β(t) with the rate β(t), negative for
     β_k > 0.63, which gave NaN on the cosine chain). ‖z‖² is replaced by its mean d and ‖g‖² by d/σ_t², the
-    upper bound of E‖∇log p_t‖² = E‖ε̂‖²/σ² (so ε = 2 α_i (r σ_t)², the σ²-proportional step of Song & Ermon
-    2019 Alg. 1): a per-sample ‖g‖ near a mode gives unbounded steps, and the batch mean of Song et al.'s code
-    would tie each sample to its batch. The last step into t = 0 is a denoise. NFE = N·(M + 1), M fewer when
+    upper bound of E‖∇log p_t‖² = E‖ε̂‖²/σ² (so ε = 2 α_i (r σ_t)², the σ²-proportional step of
+    Song & Ermon 2019 Alg. 1): a per-sample ‖g‖ near a mode gives unbounded steps, and the batch mean of Song et
+    al.'s code would tie each sample to its batch. The last step into t = 0 is a denoise. NFE = N·(M + 1), M fewer when
     α(t_0) = 0 (no corrector there).
     """
     _check_pc(snr, corrector_steps, predictor)

@@ -1,7 +1,8 @@
 """UniPC (Zhao et al. 2023): multistep predictor UniP-p and corrector UniC, data-prediction form in half-log-SNR.
 
 For a step t -> s with h = half_lam_s - half_lam_t (half_lam = λ/2 = log(α/σ), as in DPM-Solver), earlier outputs
-x̂_0^{(m)} at half_lam_m = half_lam_t + r_m h (r_m < 0) and D_m = x̂_0^{(m)} - x̂_0, predictor and corrector both read
+x̂_0^{(m)} at half_lam_m = half_lam_t + r_m h (r_m < 0) and D_m = x̂_0^{(m)} - x̂_0,
+predictor and corrector both read
     x_s = (σ_s/σ_t) x_t + α_s [ψ_1(h) x̂_0 + B(h) Σ_m a_m D_m / r_m],
 with ψ_k as in :mod:`.dpm_solver`. Taylor expansion gives the order conditions
 Σ_m a_m r_m^{k-1} = k! ψ_{k+1}(h) / (h^k B(h)), k = 1..n (UniPC's R_n(h) a = φ_n(h)/B(h)), solved
@@ -9,8 +10,8 @@ exactly for n >= 2 and replaced by its h -> 0 limit a_1 = 1/2 for n = 1 (as in t
 UniP-p uses the p-1 previous outputs (order p); UniC adds the output at the predicted point (r = 1), which the
 next step reuses, so NFE = N and the corrected state is order p+1.
 
-Out of α(t_max) = 0 (h = ∞) the predictor has no history and is DDIM, x_s = α_s x̂_0 + σ_s ε̂, and the corrector is
-skipped (B(h) = h of bh1 is infinite there, and a_1 = 1/2 is a small-h rule); an output at half_lam = -∞ has
+Out of α(t_max) = 0 (h = ∞) the predictor has no history and is DDIM, x_s = α_s x̂_0 + σ_s ε̂, and the corrector
+is skipped (B(h) = h of bh1 is infinite there, and a_1 = 1/2 is a small-h rule); an output at half_lam = -∞ has
 r_m = -∞ and weight a_m/r_m -> 0 later, so it is left out of the history. Shapes: x (B, *D).
 """
 

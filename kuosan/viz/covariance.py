@@ -1,5 +1,6 @@
-"""Σ_t of diffused data: the closed form α_t² Σ_0 + σ_t² I beside the empirical covariance of x_t = α_t x_0 + σ_t ε,
-and the eigen-spectrum of the signal (a few large eigenvalues: low rank) against the noise (flat: full rank).
+"""Σ_t of diffused data: the closed form α_t² Σ_0 + σ_t² I beside the empirical covariance of
+x_t = α_t x_0 + σ_t ε, and the eigen-spectrum of the signal (a few large eigenvalues: low rank) against the
+noise (flat: full rank).
 
 Since x_0 and ε are independent, Cov[x_t] = α_t² Cov[x_0] + σ_t² I on every Gaussian path (Ho et al. 2020
 Eq. (4); with ᾱ_t = α_t² on the VP chain, Σ_t = ᾱ_t Σ_0 + (1 - ᾱ_t) I). For Gaussian x_t with n draws, each
@@ -76,7 +77,8 @@ def draw_covariance(data: dict[str, Any], out: Any, title: str = "") -> None:
     gs = fig.add_gridspec(2, K + 1, width_ratios=[1] * K + [1.9])
     for k in range(K):
         vmax = float(data["closed"][k].abs().max())
-        for r, (key, name) in enumerate((("closed", "α²Σ₀ + σ²I"), ("empirical", f"empirical, n = {data['n']}"))):
+        for r, (key, name) in enumerate((("closed", "α²Σ₀ + σ²I"),
+                                         ("empirical", f"empirical, n = {data['n']}"))):
             ax = fig.add_subplot(gs[r, k])
             ax.imshow(data[key][k].numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax, interpolation="nearest")
             ax.set_xticks([])

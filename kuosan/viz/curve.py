@@ -1,8 +1,8 @@
 """A smooth curve diffusing step by step under a Gaussian path, beside the histogram of its values going to N(0, 1).
 
 The curve is pushed through the forward chain one jump at a time, q(x_t|x_s) = N(α_t/α_s x_s, σ²_{t|s} I) with
-σ²_{t|s} = σ_t² - (α_t/α_s)² σ_s² (Kingma et al. 2021 Eq. (4); Ho et al. 2020 Eq. (2) on the discrete chain), so
-consecutive frames are one trajectory, and every frame still has the marginal q(x_t|x_0) = N(α_t x_0, σ_t² I).
+σ²_{t|s} = σ_t² - (α_t/α_s)² σ_s² (Kingma et al. 2021 Eq. (4); Ho et al. 2020 Eq. (2) on the discrete chain),
+so consecutive frames are one trajectory, and every frame still has the marginal q(x_t|x_0) = N(α_t x_0, σ_t² I).
 Frames are taken at equal steps of normalised time u = t/t_max. Values are drawn as x_t/√(α_t² + σ_t²), the
 state of the equivalent variance-preserving process (identical to x_t on VP paths; on VE and flow paths it keeps
 the scale fixed), whose values go to N(0, 1) at t_max on every path.
@@ -38,7 +38,8 @@ def smooth_curve(length: int = 256, seed: int = 0) -> Tensor:
 
 
 def standardise(x: Tensor, std: float = 0.5) -> Tensor:
-    """x shifted and scaled to mean 0 and standard deviation ``std`` (0.5: the built-in curve's scale, EDM's σ_data)."""
+    """x shifted and scaled to mean 0 and standard deviation ``std`` (0.5: the built-in curve's scale,
+    EDM's σ_data)."""
     s = float(x.std())
     if not s > 0:
         raise ValueError("the signal is constant: there is no curve to diffuse")

@@ -1,10 +1,12 @@
-"""α, σ, SNR = α²/σ² and λ = log(α²/σ²) of every path and schedule kind side by side, on normalised time u = t/t_max.
+"""α, σ, SNR = α²/σ² and λ = log(α²/σ²) of every path and schedule kind side by side,
+on normalised time u = t/t_max.
 
 Paths live on different time axes (the discrete chain on t ∈ [0, T], VE/EDM on t = σ̃ ∈ [0, σ_max], the others on
 [0, 1]); dividing by t_max puts them on one axis, u ∈ [0, 1], data at u = 0 and the prior at u = 1. Schedules:
 DDPM's linear β (Ho et al. 2020), Stable Diffusion's scaled linear, the cosine ᾱ (Nichol & Dhariwal 2021), the
 sigmoid ᾱ (Jabri et al. 2023), zero terminal SNR (Lin et al. 2024), the continuous VP cosine and linear-β (Song
-et al. 2021), VE / EDM (α = 1, σ = t; Karras et al. 2022) and the flow / rectified-flow interpolant α = 1 - t, σ = t.
+et al. 2021), VE / EDM (α = 1, σ = t; Karras et al. 2022) and the flow / rectified-flow interpolant
+α = 1 - t, σ = t.
 """
 
 from __future__ import annotations

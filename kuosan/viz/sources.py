@@ -128,8 +128,8 @@ def image_patches(images: Tensor, size: int, n: int, generator: torch.Generator)
 
 def covariance_data(spec: str, n: int, patch: int | None, seed: int) -> tuple[Tensor, Tensor, str]:
     """(x_0 (n, D) float64, Σ_0 (D, D), a description) for a covariance picture. ``curves``: draws of the
-    Gaussian-process curves and their exact covariance; vectors (.npy/.csv or a vector data set): a seeded subset of n rows
-    and the covariance of all rows; images: n random patch×patch patches (default 4) and their covariance."""
+    Gaussian-process curves and their exact covariance; vectors (.npy/.csv or a vector data set): a seeded subset of n
+    rows and the covariance of all rows; images: n random patch×patch patches (default 4) and their covariance."""
     from .covariance import sample_cov  # (covariance.py imports this module)
 
     g = torch.Generator().manual_seed(seed)

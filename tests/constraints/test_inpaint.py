@@ -69,8 +69,8 @@ def test_replacement_and_repaint_equal_lugmayr_algorithm_1(method, U):
 @pytest.mark.parametrize("path", [discrete_vp("cosine", 1000), make_path("vp_cosine"), make_path("ve"),
                                   make_path("flow")], ids=lambda p: p.kind)
 def test_jump_back_keeps_the_forward_marginals(path):
-    """x_s ~ N(α_s μ, α_s² Σ + σ_s² I) -> x_t ~ N(α_t μ, α_t² Σ + σ_t² I): the jump is linear, so compare moments
-    exactly by pushing x_s = 0 and unit vectors through it (z = 0 and z = unit vectors)."""
+    """x_s ~ N(α_s μ, α_s² Σ + σ_s² I) -> x_t ~ N(α_t μ, α_t² Σ + σ_t² I): the jump is linear, so compare
+    moments exactly by pushing x_s = 0 and unit vectors through it (z = 0 and z = unit vectors)."""
     eye = torch.eye(D_, dtype=F64)
     for s, t in ((0.2, 0.5), (0.05, 0.06), (0.5, 1.0)):
         s, t = s * path.t_max, t * path.t_max
@@ -83,7 +83,8 @@ def test_jump_back_keeps_the_forward_marginals(path):
 
 
 def test_dps_wrapper_equals_its_closed_form_on_gaussian_data():
-    """x̂_0 = μ + J (x_t - α μ), J = α Σ (α² Σ + σ² I)⁻¹, so x̂_0 - ζ ∇‖m(y - x̂_0)‖² = x̂_0 + 2ζ Jᵀ m (y - x̂_0)."""
+    """x̂_0 = μ + J (x_t - α μ), J = α Σ (α² Σ + σ² I)⁻¹,
+    so x̂_0 - ζ ∇‖m(y - x̂_0)‖² = x̂_0 + 2ζ Jᵀ m (y - x̂_0)."""
     path = make_path("vp_cosine")
     D = ExactDenoiser(MIX, path)
     ts = make_grid(path, 4, "uniform")

@@ -153,7 +153,8 @@ def test_pf_ode_rhs_is_the_same_on_every_path(path_name):
 @pytest.mark.parametrize("path_name", ["flow", "vp_cosine", "discrete_zsnr"])
 def test_enter_from_infinite_ve_sigma_then_solve_matches_the_closed_form(path_name):
     """From t_max with α = 0 (σ̃ = ∞), ``enter`` takes one DDIM step to σ̃ = 1e3; solving on from there to data
-    agrees with the Gaussian closed form started at σ̃ = ∞ (y(σ̃) -> μ + Σ^{1/2}·(lim y/σ̃)) to O(Var/σ̃_cap)."""
+    agrees with the Gaussian closed form started at σ̃ = ∞
+    (y(σ̃) -> μ + Σ^{1/2}·(lim y/σ̃)) to O(Var/σ̃_cap)."""
     path = PATHS[path_name]
     cov = curve_cov(4, scale=0.5) + 0.05 * torch.eye(4, dtype=F64)
     mu = torch.tensor([0.3, -0.2, 0.1, 0.0], dtype=F64)

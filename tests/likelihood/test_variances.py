@@ -71,8 +71,8 @@ def _alpha_sigma(kind: str, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("kind", sorted(CONTINUOUS))
 def test_reverse_variance_on_continuous_paths_matches_gaussian_conditioning(kind):
-    """β̃ is Var(x_s | x_t, x_0), the Schur complement σ_s² - Cov(x_s, x_t)²/σ_t² with Cov = (α_t/α_s) σ_s²; for
-    N(0, I) data the analytic variance with the exact Γ_t = σ_t²/V_t (V = α² + σ²; at α_t = 0 the exact
+    """β̃ is Var(x_s | x_t, x_0), the Schur complement σ_s² - Cov(x_s, x_t)²/σ_t² with Cov = (α_t/α_s) σ_s²;
+    for N(0, I) data the analytic variance with the exact Γ_t = σ_t²/V_t (V = α² + σ²; at α_t = 0 the exact
     x0_mse = 1) is Var(x_s | x_t) = V_s - (α_t/α_s)² V_s²/V_t, the true reverse variance."""
     path = CONTINUOUS[kind][0]
     tm = path.t_max

@@ -37,8 +37,9 @@ def test_w2_is_the_sorted_coupling_in_one_dimension():
 @pytest.mark.slow
 def test_w2_of_gaussians_against_the_closed_form():
     pytest.importorskip("ot")
-    # W2² = (μ₁ - μ₂)² + (s₁ - s₂)² in 1-D; ‖μ₁ - μ₂‖² + d (s₁ - s₂)² between isotropic Gaussians. The empirical
-    # W2 of moment-matched samples lies slightly above (finite samples are never exactly Gaussian) and converges.
+    # W2² = (μ₁ - μ₂)² + (s₁ - s₂)² in 1-D; ‖μ₁ - μ₂‖² + d (s₁ - s₂)² between isotropic
+    # Gaussians. The empirical W2 of moment-matched samples lies slightly above
+    # (finite samples are never exactly Gaussian) and converges.
     got = w2(_standard(1000, 1, 2), 1.0 + 2.0 * _standard(1000, 1, 3))
     assert math.sqrt(2.0) <= got < math.sqrt(2.0) * 1.01
     mu = torch.tensor([1.0, -2.0], dtype=torch.float64)

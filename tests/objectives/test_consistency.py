@@ -112,7 +112,8 @@ class TinyNet(nn.Module):
 
 
 def textbook(net, x0, hi, lo, z, c, x_lo=None):
-    """Song & Dhariwal 2023 Eqs. (6)-(9) written out: λ(σ_i) [√(‖f(x+σ_{i+1}z) - f⁻(x+σ_i z)‖² + c²) - c]."""
+    """Song & Dhariwal 2023 Eqs. (6)-(9) written out:
+    λ(σ_i) [√(‖f(x+σ_{i+1}z) - f⁻(x+σ_i z)‖² + c²) - c]."""
     sd, smin = 0.5, 0.002
 
     def f(x, s):

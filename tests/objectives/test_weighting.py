@@ -58,8 +58,8 @@ def times_for(path, seed: int) -> torch.Tensor:
 @pytest.mark.parametrize("pred", PREDICTIONS)
 @pytest.mark.parametrize("weighting", WEIGHTINGS)
 def test_loss_is_w_times_eps_mse_and_w_snr_times_x0_mse(path_name, pred, weighting):
-    """obj = w(λ)·||ε̂ - ε||² (finite λ) = w·SNR·||x̂_0 - x_0||² (everywhere, α = 0 included), ε̂ and x̂_0 read
-    from the network output by the parameterisation."""
+    """obj = w(λ)·||ε̂ - ε||² (finite λ) = w·SNR·||x̂_0 - x_0||² (everywhere, α = 0 included), ε̂ and
+    x̂_0 read from the network output by the parameterisation."""
     path = PATHS[path_name]()
     param = make_parameterisation(pred)
     try:
@@ -99,7 +99,8 @@ def test_none_is_the_plain_mse_on_the_target_bit_for_bit():
 @pytest.mark.parametrize("path", [discrete_vp("linear", 1000), VPCosine(t_max=0.99)], ids=["discrete", "vp_cosine"])
 @pytest.mark.parametrize("gamma", [1.0, 5.0])
 def test_min_snr_matches_hang_et_al(path, gamma):
-    """Hang et al. Eq. (8)-(10): min(SNR, γ)·||x̂_0 - x_0||²; on ε: min(SNR, γ)/SNR; on v: min(SNR, γ)/(SNR + 1)."""
+    """Hang et al. Eq. (8)-(10): min(SNR, γ)·||x̂_0 - x_0||²; on ε: min(SNR, γ)/SNR;
+    on v: min(SNR, γ)/(SNR + 1)."""
     x0, eps, out = draw(5)
     t = times_for(path, 6)
     a, s = path.alpha(t)[:, None], path.sigma(t)[:, None]
@@ -120,8 +121,8 @@ def karras_precond(sig: torch.Tensor, sd: float):
 
 @pytest.mark.parametrize("sd", [0.5, 1.3])
 def test_edm_weighting_is_karras_lambda_sigma_on_the_denoiser(sd):
-    """Eq. (8): λ(σ)||D_θ(x + σn; σ) - x||², λ = (σ² + σ_d²)/(σ σ_d)², D = c_skip x + c_out F on the VE path; and the
-    same loss in VE coordinates (y = x/α, σ̃ = σ/α) for an ε-network on a VP path."""
+    """Eq. (8): λ(σ)||D_θ(x + σn; σ) - x||², λ = (σ² + σ_d²)/(σ σ_d)², D = c_skip x + c_out F on the VE
+    path; and the same loss in VE coordinates (y = x/α, σ̃ = σ/α) for an ε-network on a VP path."""
     path = VE(sigma_max=80.0)
     x0, eps, out = draw(7)
     obj = make_objective(path, make_parameterisation("edm", sigma_data=sd), weighting="edm")
@@ -150,7 +151,8 @@ def test_edm_weighting_is_karras_lambda_sigma_on_the_denoiser(sd):
 # ------------------------------------------------------------------ flow matching (Lipman et al. 2023)
 @pytest.mark.parametrize("pred", ["velocity", "x0", "v", "edm"])
 def test_flow_weighting_is_the_velocity_loss_on_the_linear_path(pred):
-    """||û - (ε - x_0)||² with û = ε̂ - x̂_0 the velocity implied by the network (Liu et al. 2023 rectified flow)."""
+    """||û - (ε - x_0)||² with û = ε̂ - x̂_0 the velocity implied by the network
+    (Liu et al. 2023 rectified flow)."""
     path = Linear()
     x0, eps, out = draw(10)
     t = times_for(path, 11)
@@ -223,7 +225,8 @@ def test_vlb_weight_is_the_gaussian_kl_of_the_ddpm_bound(kind, T, pred):
 
 
 def test_vlb_weight_on_eps_matches_the_first_halfs_formula():
-    """(SNR(t-1)/SNR(t) - 1)/2 = β_t²/(2 β̃_t α_t (1 - ᾱ_t)) (Ho et al. Eq. (12)'s coefficient), 1/(2 α_1) at t = 1."""
+    """(SNR(t-1)/SNR(t) - 1)/2 = β_t²/(2 β̃_t α_t (1 - ᾱ_t)) (Ho et al. Eq. (12)'s coefficient),
+    1/(2 α_1) at t = 1."""
     path = discrete_vp("cosine", 1000)
     t = torch.arange(1, 1001, dtype=torch.float64)
     w = eps_weight("vlb", path, t, times=make_objective(path, "eps").times)

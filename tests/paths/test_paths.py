@@ -147,7 +147,8 @@ def test_scaled_linear_matches_diffusers():
 @pytest.mark.parametrize("kind", BETA_KINDS)
 @pytest.mark.parametrize("T", [10, 1000])
 def test_zero_terminal_snr_rescaling_is_lin_et_al_algorithm_1(kind, T):
-    """√ᾱ_t ↦ (√ᾱ_t - √ᾱ_T)·√ᾱ_1/(√ᾱ_1 - √ᾱ_T): α_T = 0, α_1 unchanged, and the chain is the rescaled one."""
+    """√ᾱ_t ↦ (√ᾱ_t - √ᾱ_T)·√ᾱ_1/(√ᾱ_1 - √ᾱ_T): α_T = 0, α_1 unchanged,
+    and the chain is the rescaled one."""
     base = discrete_vp(kind, T)
     z = discrete_vp(kind, T, zero_terminal_snr=True)
     sab = [math.sqrt(math.prod(1 - b for b in base.betas.tolist()[:k])) for k in range(1, T + 1)]

@@ -23,7 +23,8 @@ SMIN = 0.002
 
 
 def A(s: float) -> torch.Tensor:
-    """f(x, σ) = μ + A(σ)(x - μ) for N(μ, Σ): A = U diag(√((d + σ_min²)/(d + σ²))) Uᵀ (see the objective's tests)."""
+    """f(x, σ) = μ + A(σ)(x - μ) for N(μ, Σ): A = U diag(√((d + σ_min²)/(d + σ²))) Uᵀ
+    (see the objective's tests)."""
     return VEC @ torch.diag(((EIG + SMIN**2) / (EIG + s**2)).sqrt()) @ VEC.T
 
 
@@ -42,7 +43,8 @@ class GaussConsistency:
 
 
 def test_it_is_algorithm_1_step_by_step():
-    """x̂ = f(x_T, T); x = α(τ) x̂ + σ(τ) z; x̂ = f(x, τ) for τ in the grid; z from the samples' own streams."""
+    """x̂ = f(x_T, T); x = α(τ) x̂ + σ(τ) z; x̂ = f(x, τ) for τ in the grid;
+    z from the samples' own streams."""
     D = ExactDenoiser(gaussian(MU, SIGMA), make_path("vp_cosine"))  # any path: α(τ) ≠ 1 here
     ts = torch.tensor([1.0, 0.6, 0.2, 0.0], dtype=F64)
     x = torch.randn(5, 2, generator=torch.Generator().manual_seed(0), dtype=F64)
@@ -75,9 +77,9 @@ def test_a_callback_may_replace_x():
 
 @pytest.mark.parametrize("levels", [[80.0], [80.0, 0.821]])
 def test_samples_of_the_exact_consistency_function_have_the_closed_form_distribution(levels):
-    """x_T ~ N(0, 80² I): one step gives μ + A(80)(x_T - μ), mean (I - A_T)μ, covariance 80² A_T²; a second step at
-    σ_1 gives μ + A_1(x̂ + σ_1 z - μ), mean μ - A_1 A_T μ, covariance A_1(80² A_T² + σ_1² I)A_1. Both are within
-    0.3% of N(μ, Σ + σ_min² I), the data at σ_min (x_T is not the exact marginal N(μ, Σ + 80² I))."""
+    """x_T ~ N(0, 80² I): one step gives μ + A(80)(x_T - μ), mean (I - A_T)μ, covariance 80² A_T²; a second step
+    at σ_1 gives μ + A_1(x̂ + σ_1 z - μ), mean μ - A_1 A_T μ, covariance A_1(80² A_T² + σ_1² I)A_1. Both are
+    within 0.3% of N(μ, Σ + σ_min² I), the data at σ_min (x_T is not the exact marginal N(μ, Σ + 80² I))."""
     n = 20_000
     x = sample(GaussConsistency(), "consistency", (n, 2), len(levels), seed=2, ts=levels_grid(VE(), levels),
                batch_size=n, dtype=F64)

@@ -66,8 +66,9 @@ def test_ode_callback_reports_the_state_at_each_grid_time():
 
 @pytest.mark.parametrize("pk", ["flow", "ve", "vp_cosine", "ztsnr"])
 def test_ode_on_other_paths(pk):
-    """Gaussian data: from σ̃_0 the exact flow is y(σ̃) - μ = (C + σ̃²)^{1/2} (C + σ̃_0²)^{-1/2} (y_0 - μ). From α = 0
-    the sampler enters at σ̃ = 10³ by a DDIM step (y = μ + 10³ ε), then integrates; the final denoise sits at t_min."""
+    """Gaussian data: from σ̃_0 the exact flow is y(σ̃) - μ = (C + σ̃²)^{1/2} (C + σ̃_0²)^{-1/2} (y_0 - μ).
+    From α = 0 the sampler enters at σ̃ = 10³ by a DDIM step (y = μ + 10³ ε), then integrates;
+    the final denoise sits at t_min."""
     path = {"flow": make_path("flow"), "ve": make_path("ve"), "vp_cosine": make_path("vp_cosine"),
             "ztsnr": discrete_vp("linear", 1000, zero_terminal_snr=True)}[pk]
     mean, cov = torch.linspace(-0.5, 0.5, 6, dtype=torch.float64), curve_cov(6, scale=0.5, length=2.0)

@@ -218,9 +218,9 @@ GAUSS_MEAN, GAUSS_COV = torch.linspace(-0.5, 0.5, 16, dtype=torch.float64), curv
 
 def gaussian_flow_from_infinity(eps: torch.Tensor, s1: float | None, s_min: float = 0.0) -> torch.Tensor:
     """Closed forms for Gaussian data N(μ, C), whose PF-ODE in VE coordinates is y(σ̃) - μ = (C + σ̃²)^{1/2}
-    (C + σ̃'²)^{-1/2} (y(σ̃') - μ): started at α = 0 from x_T = ε (so y/σ̃ -> ε), with s1 = None it is the exact flow
-    to σ̃ = 0, x_0 = μ + C^{1/2} ε; with s1 it is a DDIM step to σ̃ = s1 (y_1 = μ + s1 ε), the exact flow to s_min
-    and the exact denoise there, x̂_0 = μ + C (C + s_min²)^{-1} (y - μ)."""
+    (C + σ̃'²)^{-1/2} (y(σ̃') - μ): started at α = 0 from x_T = ε (so y/σ̃ -> ε), with s1 = None it is the
+    exact flow to σ̃ = 0, x_0 = μ + C^{1/2} ε; with s1 it is a DDIM step to σ̃ = s1 (y_1 = μ + s1 ε), the exact
+    flow to s_min and the exact denoise there, x̂_0 = μ + C (C + s_min²)^{-1} (y - μ)."""
     d, U = torch.linalg.eigh(GAUSS_COV)
     e = eps @ U  # ε in C's eigenbasis
     if s1 is None:
@@ -232,8 +232,8 @@ def gaussian_flow_from_infinity(eps: torch.Tensor, s1: float | None, s_min: floa
 @pytest.mark.parametrize("pk", list(ZERO_SNR))
 @pytest.mark.parametrize("name", ["dpmpp2", "dpmpp3", "unipc2", "unipc3", "heun", "dpm2s", "euler"])
 def test_zero_terminal_snr_first_step_is_ddim_then_the_order_holds(name: str, pk: str) -> None:
-    """Out of α(t_max) = 0 every solver takes the DDIM step to σ̃_1 = σ̃(t_1) (y_1 = μ + σ̃_1 ε, finite) and then
-    converges at its order to the exact flow from there (closed form for Gaussian data)."""
+    """Out of α(t_max) = 0 every solver takes the DDIM step to σ̃_1 = σ̃(t_1) (y_1 = μ + σ̃_1 ε, finite) and
+    then converges at its order to the exact flow from there (closed form for Gaussian data)."""
     fn, order, _ = SAMPLERS[name]
     path = ZERO_SNR[pk]()
     mix, eps = gaussian(GAUSS_MEAN, GAUSS_COV), problem("gauss")[1]
@@ -252,7 +252,8 @@ def test_zero_terminal_snr_first_step_is_ddim_then_the_order_holds(name: str, pk
 @pytest.mark.parametrize("pk", list(ZERO_SNR))
 def test_zero_terminal_snr_sampling_reaches_the_exact_gaussian_flow(pk: str) -> None:
     """End to end from α = 0 (x_T = ε) on the exact denoiser: x_0 = μ + C^{1/2} ε up to the floor of the first
-    DDIM step to σ̃_1 ≈ 80, C ε/(2σ̃_1) in y contracted by C^{1/2}/σ̃_1 (about 1e-4 here; 3e-2 from σ̃ = 8)."""
+    DDIM step to σ̃_1 ≈ 80, C ε/(2σ̃_1) in y contracted by C^{1/2}/σ̃_1
+    (about 1e-4 here; 3e-2 from σ̃ = 8)."""
     path = ZERO_SNR[pk]()
     mix, eps = gaussian(GAUSS_MEAN, GAUSS_COV), problem("gauss")[1]
     exact = gaussian_flow_from_infinity(eps, None)

@@ -163,7 +163,8 @@ def test_fit_on_the_flow_path_lowers_the_validation_error(capsys):
     m = _aniso()
     D = ExactDenoiser(m, flow)
     x = torch.randn(256, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(6))
-    a = 1 / math.sqrt(1 + 1e6)  # exact endpoint from x_1 = ε: DDIM step to σ̃ = 1e3 (error O(1/σ̃²)), then the ODE
+    # exact endpoint from x_1 = ε: DDIM step to σ̃ = 1e3 (error O(1/σ̃²)), then the ODE
+    a = 1 / math.sqrt(1 + 1e6)
     ref = pf_ode_solve(m, a * m.mean + 1e3 * a * x, 1e3)
     P = optimise_solver(D, 4, x, reference=ref, iters=40, batch_size=64, progress=True)
     assert "fitting a 4-step bespoke solver" in capsys.readouterr().err

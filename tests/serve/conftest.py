@@ -1,5 +1,5 @@
-"""Fixtures of the explorer-page tests: tiny trained runs (an MLP on the Gaussian-process curves, a class-conditional MLP on
-moons, an 8-channel U-Net on digits; seconds each) and a secret file outside them."""
+"""Fixtures of the explorer-page tests: tiny trained runs (an MLP on the Gaussian-process curves, a class-conditional
+MLP on moons, an 8-channel U-Net on digits; seconds each) and a secret file outside them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from serve_helpers import train_tiny
 
 @pytest.fixture(scope="session")
 def curves_run(tmp_path_factory) -> Path:
-    """A run on the Gaussian-process curves (64-dim vectors, whose Σ_0 is known in closed form), default discrete VP path."""
+    """A run on the Gaussian-process curves (64-dim vectors, whose Σ_0 is known in closed form),
+    default discrete VP path."""
     return train_tiny(tmp_path_factory.mktemp("serve") / "curves", data__name="curves")
 
 

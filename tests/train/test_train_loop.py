@@ -36,7 +36,8 @@ def _near(z: torch.Tensor, data: torch.Tensor) -> float:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("prediction,schedule,drop,near_ratio", [("eps", "linear", 0.75, 0.35), ("v", "cosine", 0.95, 0.45)])
+@pytest.mark.parametrize("prediction,schedule,drop,near_ratio", [("eps", "linear", 0.75, 0.35),
+                                                                  ("v", "cosine", 0.95, 0.45)])
 def test_loss_falls_on_a_toy_set(tmp_path, prediction, schedule, drop, near_ratio):
     """The loss falls (v's irreducible part is large in 2-D, so it falls less) and samples lie on the data: their
     median distance to the nearest data point is a fraction of that of N(0, I) noise (4096 seeded points: 0.19;
@@ -110,7 +111,8 @@ def test_class_conditional_learned_variance_run(tmp_path):
 
 def test_class_cond_needs_labels(tmp_path):
     with pytest.raises(ValueError, match="data.class_cond needs labels"):
-        train(cfg_of({"data.name": "swissroll", "data.n": 64, "data.class_cond": True, "optim.steps": 1}, tmp_path / "r"),
+        train(cfg_of({"data.name": "swissroll", "data.n": 64, "data.class_cond": True, "optim.steps": 1},
+                     tmp_path / "r"),
               progress=False)
 
 
@@ -174,7 +176,8 @@ def test_importing_training_loads_no_plotting_or_scipy():
     import subprocess
     import sys
 
-    code = ("import sys, kuosan, kuosan.train, kuosan.build, kuosan.config, kuosan.checkpoint, kuosan.data, kuosan.viz; "
+    code = ("import sys, kuosan, kuosan.train, kuosan.build, kuosan.config, kuosan.checkpoint, kuosan.data, "
+            "kuosan.viz; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'matplotlib', 'scipy', 'sklearn'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr

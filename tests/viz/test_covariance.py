@@ -1,5 +1,5 @@
-"""kuosan.viz.covariance: the empirical Σ_t of x_t = α x_0 + σ ε is α²Σ_0 + σ²I within sampling error on every path;
-signal is low rank and noise full rank; image patches are cut where they should be."""
+"""kuosan.viz.covariance: the empirical Σ_t of x_t = α x_0 + σ ε is α²Σ_0 + σ²I within sampling error on every
+path; signal is low rank and noise full rank; image patches are cut where they should be."""
 
 import pytest
 import torch

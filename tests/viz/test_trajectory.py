@@ -26,7 +26,8 @@ def test_straightness_of_a_line_and_a_quarter_circle():
 
 @pytest.mark.parametrize("kind", ["flow", "discrete_vp", "ve"])
 def test_exact_paths_follow_the_gaussian_flow_in_closed_form(kind):
-    """For x_0 ~ N(μ, s² I) the PF-ODE in y = x/α is y(σ̃) = μ + (y_0 - μ) √(s² + σ̃²)/√(s² + σ̃_0²)."""
+    """For x_0 ~ N(μ, s² I) the PF-ODE in y = x/α is
+    y(σ̃) = μ + (y_0 - μ) √(s² + σ̃²)/√(s² + σ̃_0²)."""
     mu, s = torch.tensor([1.0, -0.5], dtype=torch.float64), 0.3
     path = make_path(kind)
     ts = torch.tensor([path.t_max, 0.6 * path.t_max, 0.1 * path.t_max, 0.0], dtype=torch.float64)

@@ -3,12 +3,13 @@
 In the spirit of Shaul et al. 2023 ("Bespoke Solvers", Eq. (6)-(9): a solver's free parameters trained by
 backpropagating the endpoint error through the sampler), DPM-Solver-v3's model-specific coefficients and
 AMED-Solver's learned evaluation times (Zhou et al. 2024), on top of DPM-Solver++(2M) in data-prediction form
-(Lu et al. 2022b Alg. 2; h = ℓ_{i+1} - ℓ_i in half-log-SNR ℓ = λ/2 = log(α/σ), Δ_k = x̂_0^{(i-k+1)} - x̂_0^{(i-k)}):
+(Lu et al. 2022b Alg. 2; h = ℓ_{i+1} - ℓ_i in half-log-SNR ℓ = λ/2 = log(α/σ),
+Δ_k = x̂_0^{(i-k+1)} - x̂_0^{(i-k)}):
     x_{i+1} = (σ_{i+1}/σ_i)(1 + c_i) x_i + α_{i+1} (1 - e^{-h})(1 + g_i) [x̂_0^{(i)} + (h/(2h') + a_{i,1}) Δ_1
                                                                        + Σ_{k=2..K} a_{i,k} Δ_k],
 and into t = 0:  x_0 = x̂_0^{(N-1)} + e_0 (x_{N-1}/α_{N-1} - x̂_0^{(N-1)}) + Σ_{k=1..K} e_k Δ_k.
-x̂_0^{(i)} = D(x_i α(τ_i)/α(t_i), τ_i) is queried at a noise level shifted by s_i in the full log-SNR λ from the grid
-time t_i, kept within [t_{N-1}, t_max]; the state is rescaled to that time's signal scale. Where α(t_0) = 0
+x̂_0^{(i)} = D(x_i α(τ_i)/α(t_i), τ_i) is queried at a noise level shifted by s_i in the full log-SNR λ from the
+grid time t_i, kept within [t_{N-1}, t_max]; the state is rescaled to that time's signal scale. Where α(t_0) = 0
 (λ(t_max) = -∞: flow, zero terminal SNR) the first query cannot move (x/α is undefined) and s_0 is ignored; h of
 the first step is then +∞ and its update the limit x_1 = (σ_1/σ_0)(1 + c_0) x_0 + α_1 (1 + g_0) x̂_0.
 c = g = a = e = s = 0 is DPM-Solver++(2M) exactly. Every query stays a function of x_T and earlier outputs, so
