@@ -115,13 +115,12 @@ def train_step(cfg: Config, net: nn.Module, net_fn: Callable[..., Tensor], obj: 
         both = torch.stack([loss_val.double(), torch.tensor(float(stop), dtype=torch.float64, device=dev)])
         dist.all_reduce(both)
         loss_val, stop = both[0] / world, bool(both[1] > 0)
-    ok = bool(torch.isfinite(loss_val))
-    gnorm = torch.tensor(float("nan"))
-    if ok:
-        loss.backward()
-        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-        gnorm = nn.utils.clip_grad_norm_(net.parameters(), clip)
-        ok = bool(torch.isfinite(gnorm))
+    # backward before any finiteness check: one host-device sync a step (after the clip), not one between the
+    # forward and the backward; a non-finite loss gives a non-finite norm, and either skips the update
+    loss.backward()
+    clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+    gnorm = nn.utils.clip_grad_norm_(net.parameters(), clip)
+    ok = bool(torch.isfinite(loss_val) & torch.isfinite(gnorm))
     if not ok:
         opt.zero_grad(set_to_none=True)
         return StepResult(False, loss_val.item(), float(gnorm), stop)
