@@ -6,10 +6,11 @@ feature network kuosan trains on the data's training split, beside the real-vs-r
 
 - **Data.** ``kuosan.data.load_dataset`` and ``split`` exactly as ``kuosan train`` makes them: both sides train on the
   training split, the held-out split only serves the baseline. digits: 8x8, 1797 images; mnist5k: 28x28, 5000.
-- **kuosan.** ``kuosan.train.train`` with the default config (digits) or the README's MNIST-5k recipe (channels 64,
-  channel_mult 1,2,2, bf16); ``optim.steps`` is set to the steps the budget affords (see *Budget*) in place of the
-  recipe's 1000 / 20000. Samples from the EMA weights with ``kuosan.sampling.sample``: unipc and ddim on the uniform
-  trailing grid (fixed grids only, no clipping).
+- **kuosan.** ``kuosan.train.train`` with the default config (digits) or the README's MNIST-5k recipe for CPU
+  minutes (channels 32, channel_mult 1,2,2, bf16); ``optim.steps`` is set to the steps the budget affords (see
+  *Budget*) in place of the recipe's. Samples from the EMA weights with ``kuosan.sampling.sample``: unipc and ddim
+  (``--samplers``; ``--long-samplers`` at the longest step count, default unipc) on the uniform trailing grid
+  (fixed grids only, no clipping).
 - **diffusers.** The example's recipe: DDPMScheduler(1000, linear β, ε-prediction), MSE on the noise, integer
   timesteps drawn uniformly, AdamW(lr 1e-4, betas (0.95, 0.999), weight decay 1e-6, eps 1e-8), the ``cosine``
   schedule of ``diffusers.optimization.get_scheduler`` with 500 warm-up steps (at most a quarter of the run),
@@ -30,9 +31,12 @@ feature network kuosan trains on the data's training split, beside the real-vs-r
   stops at its planned steps or when its budget is spent, whichever comes first (both are printed). kuosan
   continues between rounds with ``train(None, resume=run, stop_at=k)``, which is exact. diffusers' EMA U-Net is saved
   in ``OUT/diffusers`` (its ``save_pretrained``: config + safetensors). ``--reuse DIR`` (an earlier race at the same
-  data, budget, seed, threads and device) copies kuosan's run and, when DIR saved it, diffusers' model instead of
-  training them, so the sampling can be redone at other step counts or sample sizes; a side with no saved model
-  trains alone for the budget, its run length from a fresh calibration.
+  data, budget, seed, threads and device) copies kuosan's run when it was trained with this script's recipe and,
+  when DIR saved it, diffusers' model instead of training them, so the sampling can be redone at other step counts
+  or sample sizes, or one side's recipe changed without training the other again; a side with no model to copy
+  trains alone for the budget, its run length from a fresh calibration. A copied model's rows at the same sampler,
+  steps, n, n-long, sampling batch and feature network are copied too (sampling is seeded: ``--resample`` draws
+  them again, and the smoke test checks they come out the same).
 - **Metrics.** Samples are clamped to the data range [-1, 1] (diffusers' pipelines do it themselves). FD (Fréchet
   distance, biased upward by O(d/n): compare at equal n) and KID (unbiased) against the training split; the
   rows at the longest step count use ``--n-long`` samples (1000 network calls each is the cost), and every row is
@@ -48,7 +52,7 @@ quiet one); the 28x28 MNIST U-Net is ~40x costlier a sample, so the MNIST race w
 fewer steps and samples.
 
 Usage: python benchmarks/train_race.py --data digits [--quick] [--n 2000] [--n-long N] [--threads 2] [--device cpu]
-       [--reuse DIR]
+       [--reuse DIR [--resample]]
 """
 
 from __future__ import annotations
@@ -70,21 +74,24 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kuosan.build import build_net, load_denoiser, make_denoiser, make_objective_from, make_param_from, make_path_from
-from kuosan.config import Config, from_dict
+from kuosan.config import Config, from_dict, load_config, to_dict
 from kuosan.data import load_dataset, split
 from kuosan.metrics import FeatureConfig, feature_extractor, frechet_distance, kid
 from kuosan.nets.unet import norm_groups
-from kuosan.sampling import sample
+from kuosan.sampling import SAMPLERS, sample
 from kuosan.train import train
 from kuosan.viz import save_samples
 
 BUDGET = {"digits": 120.0, "mnist5k": 1200.0}  # seconds of training a side (issue 9)
 QUICK_BUDGET = {"digits": 20.0, "mnist5k": 60.0}
-# kuosan's MNIST-5k recipe from the README:
-# kuosan train --data mnist5k --channels 64 --channel-mult 1,2,2 --steps 20000 --precision bf16
+# kuosan's MNIST-5k recipe for a CPU budget of minutes, from the README (the unconditional form of its 15-minute
+# recipe): kuosan train --data mnist5k --channels 32 --channel-mult 1,2,2 --precision bf16, the rest default (batch
+# 128, lr 3e-3, EMA 0.99). On 2 CPU cores a 20-minute budget is spent best on images seen: the 64-channel recipe
+# for long runs (4.5M parameters) sees ~70k images in 20 minutes at batch 128 or 32 alike and stays at FD ~2 (see
+# the README), the 32-channel one (1.1M) three times as many.
 RECIPES: dict[str, dict[str, Any]] = {"digits": {},
                                       "mnist5k": {"data": {"name": "mnist5k"},
-                                                  "net": {"channels": 64, "channel_mult": (1, 2, 2)},
+                                                  "net": {"channels": 32, "channel_mult": (1, 2, 2)},
                                                   "run": {"precision": "bf16"}}}
 # diffusers' train_unconditional.py defaults (its README commands: batch 16, lr 1e-4, warm-up 500, EMA, fp32)
 DIFFUSERS_RECIPE = {"batch_size": 16, "lr": 1e-4, "betas": (0.95, 0.999), "weight_decay": 1e-6, "eps": 1e-8,
@@ -348,6 +355,31 @@ def reusable(a: argparse.Namespace) -> dict[str, Any]:
     return old
 
 
+def same_recipe(run: Path, cfg: Config) -> bool:
+    """Whether the kuosan run folder ``run`` was trained with ``cfg``'s recipe: every key but the run length
+    (``optim.steps``, set by the calibration) and the [log] table."""
+    def key(d: dict[str, Any]) -> dict[str, Any]:
+        d = {t: dict(tab) for t, tab in d.items() if t != "log"}
+        d["optim"].pop("steps")
+        return d
+
+    try:
+        old = to_dict(from_dict(load_config(run / "config.toml")))
+    except ValueError:  # ConfigError: unreadable or no kuosan config
+        return False
+    return key(old) == key(to_dict(cfg))
+
+
+def reused_row(old: dict[str, Any], a: argparse.Namespace, model: str, sampler: str, steps: int,
+               n: int) -> dict[str, Any] | None:
+    """The row of the race ``old`` (results.json) that this race would compute again for a model it copied from that
+    race: same sampler, steps, n, n_long, sampling batch and feature network (the seed, data and device were checked
+    by ``reusable``), so the same samples and figures. None when there is no such row."""
+    same = all(old["args"].get(k) == getattr(a, k) for k in ("n_long", "batch_size", "feature_steps"))
+    hits = [r for r in old["rows"] if (r["model"], r["sampler"], r["steps"], r["n"]) == (model, sampler, steps, n)]
+    return dict(hits[0]) if same and hits else None
+
+
 def calibrate(a: argparse.Namespace, cfg0: Config, meta: dict[str, Any], X: Tensor, unet: nn.Module,
               names: list[str]) -> dict[str, float]:
     """Steps/s of each named side's training step on throwaway copies (not counted), in the order A, B, B, A so
@@ -372,7 +404,10 @@ def train_sides(a: argparse.Namespace, out: Path, cfg0: Config, meta: dict[str, 
     from diffusers import UNet2DModel
 
     src = Path(a.reuse) if reused else None
-    reuse = [] if src is None else ["kuosan"] + (["diffusers"] if (src / "diffusers" / "config.json").is_file() else [])
+    reuse = [] if src is None else ((["kuosan"] if same_recipe(src / "kuosan", cfg0) else [])
+                                    + (["diffusers"] if (src / "diffusers" / "config.json").is_file() else []))
+    if src is not None and "kuosan" not in reuse:
+        print(f"kuosan: {src / 'kuosan'} was trained with another recipe than this script's; kuosan trains anew")
     fresh = [name for name in ("kuosan", "diffusers") if name not in reuse]
     rates = {**calibrate(a, cfg0, meta, tr.x, unet, fresh), **{name: reused["rates"][name] for name in reuse}}
     rk, rd = rates["kuosan"], rates["diffusers"]
@@ -391,14 +426,15 @@ def train_sides(a: argparse.Namespace, out: Path, cfg0: Config, meta: dict[str, 
     d_trainer.rate = rd
     sides: dict[str, Any] = {name: side for name, side in (("kuosan", KuosanSide(cfg, rk, held.x)),
                                                            ("diffusers", d_trainer)) if name in fresh}
-    print(f"kuosan: default config{' + README MNIST-5k recipe' if a.data != 'digits' else ''}: {cfg.path.schedule} "
-          f"β, {cfg.objective.prediction}-prediction, lr {cfg.optim.lr:g}, warm-up {cfg.optim.warmup}, EMA "
-          f"{cfg.optim.ema_decay}, batch {cfg.optim.batch_size}, precision {precision}")
+    recipe = " + README MNIST-5k recipe for CPU minutes" if a.data != "digits" else ""
+    print(f"kuosan: default config{recipe}: {cfg.path.schedule} β, {cfg.objective.prediction}-prediction, lr "
+          f"{cfg.optim.lr:g}, warm-up {cfg.optim.warmup}, EMA {cfg.optim.ema_decay}, batch {cfg.optim.batch_size}, "
+          f"precision {precision}")
     print(f"diffusers: train_unconditional recipe: linear β, ε-prediction, lr {DIFFUSERS_RECIPE['lr']:g}, warm-up "
           f"{d_trainer.warmup}, cosine, EMA max {DIFFUSERS_RECIPE['ema_max_decay']}, batch "
           f"{DIFFUSERS_RECIPE['batch_size']}, fp32")
     training = {name: {**reused["training"][name], "reused": str(src)} for name in reuse}
-    if src is not None:
+    if "kuosan" in reuse:
         shutil.copytree(src / "kuosan", out / "kuosan")
     for name in reuse:
         print(f"  reused {name} from {src} ({training[name]['steps']} steps in {training[name]['seconds']:.1f} s "
@@ -465,8 +501,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, help="samples a row (default 2000; --quick 500)")
     p.add_argument("--n-long", type=int, help="samples of the rows at the longest step count, and the n at which "
                                                  "every row is also scored (default 500; --quick 200)")
-    p.add_argument("--samplers", default="unipc,ddim", help="kuosan's samplers (fixed grids); only the first runs "
-                                                            "at the longest step count")
+    p.add_argument("--samplers", default="unipc,ddim", help="kuosan's samplers (fixed grids) below the longest step "
+                                                            "count")
+    p.add_argument("--long-samplers", help="kuosan's samplers at the longest step count (default: the first of "
+                                           "--samplers), e.g. unipc,ddpm")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both sides")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides train and sample")
     p.add_argument("--rounds", type=int, default=6, help="alternating training rounds a side")
@@ -478,8 +516,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--feature-cache", help="feature networks' cache (default: kuosan's)")
     p.add_argument("--out", help="output folder (default runs/train-race-<data>-<time>)")
     p.add_argument("--reuse", metavar="DIR", help="an earlier race at the same data, budget, seed, threads and "
-                   "device: its kuosan run and (when saved) diffusers' model are copied, not retrained; a side "
-                   "without a saved model trains alone for the budget")
+                   "device: its kuosan run (when trained with this script's recipe) and (when saved) diffusers' "
+                   "model are copied, not retrained, and so are their rows at the same step counts and n; a side "
+                   "without a model to copy trains alone for the budget")
+    p.add_argument("--resample", action="store_true", help="with --reuse: sample the copied models again instead "
+                   "of copying their rows (seeded: the same figures)")
     a = p.parse_args(argv)
     a.budget = a.budget if a.budget is not None else (QUICK_BUDGET if a.quick else BUDGET)[a.data]
     a.n = a.n if a.n is not None else (500 if a.quick else 2000)
@@ -490,6 +531,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     except ValueError:
         raise ValueError(f"--steps must be comma-separated integers, got {a.steps!r}") from None
     a.samplers = [s for s in a.samplers.split(",") if s]
+    a.long_samplers = [s for s in (a.long_samplers or ",".join(a.samplers[:1])).split(",") if s]
     if not a.steps or any(s < 1 for s in a.steps) or a.steps != sorted(set(a.steps)) or a.steps[-1] > 1000:
         raise ValueError(f"--steps must be distinct ascending step counts in [1, 1000], got {a.steps}")
     for k in ("n", "n_long", "threads", "rounds", "batch_size", "feature_steps"):
@@ -497,8 +539,12 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
             raise ValueError(f"--{k.replace('_', '-')} must be a positive integer, got {getattr(a, k)}")
     if not (a.budget > 0 and a.calibrate > 0):
         raise ValueError(f"--budget and --calibrate must be > 0, got {a.budget} and {a.calibrate}")
-    if not a.samplers:
-        raise ValueError("--samplers names no sampler")
+    if not a.samplers or not a.long_samplers:
+        raise ValueError("--samplers and --long-samplers must name a sampler")
+    usable = sorted(set(SAMPLERS) - {"bespoke", "consistency"})  # a diffusion model's samplers on fixed grids
+    bad = [smp for smp in a.samplers + a.long_samplers if smp not in usable]
+    if bad:
+        raise ValueError(f"unknown or unsuitable kuosan sampler {bad[0]!r}: choose from {usable}")
     if a.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but CUDA is not available")
     return a
@@ -583,7 +629,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     jobs: list[tuple[str, str, int]] = []
     for s in a.steps:
         long = s == a.steps[-1]
-        jobs += [("kuosan", smp, s) for smp in (a.samplers[:1] if long else a.samplers)]
+        jobs += [("kuosan", smp, s) for smp in (a.long_samplers if long else a.samplers)]
         jobs.append(("diffusers", "ddpm" if long else "ddim", s))
     rows: list[dict[str, Any]] = []
     # the held-out split keeps the data's order (MNIST-5k is sorted by label): its first n_long are no fair subset
@@ -591,9 +637,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = {"model": "real", "sampler": "held-out", "steps": None,
             **score(f_train, f_held, a.n_long, len(held), a.seed), "seconds": 0.0}
     base["fd_held"] = base["fd"]
+    # a model copied by --reuse draws the same samples as before: its rows are copied too, where they match
+    copied = {name for name, t in training.items() if "reused" in t}
+    old_rows = {job: reused_row(reused, a, *job, a.n_long if job[2] == a.steps[-1] else a.n)
+                for job in jobs if job[0] in copied and not a.resample}
     t_sampling, done_work = time.perf_counter(), 0
+    todo_jobs = [job for job in jobs if old_rows.get(job) is None]
     for model, smp, s in jobs:
         n = a.n_long if s == a.steps[-1] else a.n
+        old = old_rows.get((model, smp, s))
+        if old is not None:
+            rows.append({**old, "reused": a.reuse})
+            print(f"  copied {model} {smp} {s} steps from {a.reuse}: {n} samples, FD {fmt(old['fd'], old['fd_se'])}",
+                  flush=True)
+            continue
         t0 = time.perf_counter()
         with torch.no_grad():
             if model == "kuosan":
@@ -607,7 +664,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                                     a.seed), "seconds": secs}
         rows.append(row)
         done_work += n * s
-        todo = sum((a.n_long if js == a.steps[-1] else a.n) * js for _, _, js in jobs) - done_work
+        todo = sum((a.n_long if js == a.steps[-1] else a.n) * js for _, _, js in todo_jobs) - done_work
         eta = todo * (time.perf_counter() - t_sampling) / done_work
         print(f"  sampled {model} {smp} {s} steps: {n} samples in {secs:.0f} s, FD {fmt(row['fd'], row['fd_se'])}; "
               f"sampling left: about {eta:.0f} s", flush=True)

@@ -62,29 +62,72 @@ def test_train_race_smallest(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert (tmp_path / "race" / "diffusers" / "config.json").is_file()
     assert list((tmp_path / "race" / "diffusers").glob("*.safetensors"))
 
-    # --reuse: both models copied, nothing trained; every row scores as before (sampling is seeded)
+    # --reuse --resample: both models copied, nothing trained; every row sampled again scores as before (seeded)
     args = ["--data", "digits", "--budget", str(budget), "--rounds", "2", "--calibrate", "0.4", "--n", "100",
             "--n-long", "64", "--steps", "2,3", "--threads", "1", "--feature-steps", "30",
             "--feature-cache", str(tmp_path / "features")]
-    again = _load().main(args + ["--reuse", str(tmp_path / "race"), "--out", str(tmp_path / "again")])
+    again = _load().main(args + ["--reuse", str(tmp_path / "race"), "--resample", "--out", str(tmp_path / "again")])
     assert all(t["reused"] == str(tmp_path / "race") for t in again["training"].values())
     assert {k: t["steps"] for k, t in again["training"].items()} == {k: t["steps"] for k, t in res["training"].items()}
+    assert not any("reused" in r for r in again["rows"])
     for r0, r1 in zip(res["rows"], again["rows"]):
         assert (r0["model"], r0["sampler"], r0["steps"]) == (r1["model"], r1["sampler"], r1["steps"])
         assert r1["fd"] == pytest.approx(r0["fd"], rel=1e-4, abs=1e-6), r0
-    # a race that saved no diffusers model: kuosan copied, diffusers trains alone for the budget
+    # a race that saved no diffusers model: kuosan and its rows copied, diffusers trains alone for the budget
     import shutil
     shutil.rmtree(tmp_path / "again" / "diffusers")
     third = _load().main(args + ["--reuse", str(tmp_path / "again"), "--out", str(tmp_path / "third")])
     assert "reused" in third["training"]["kuosan"] and "reused" not in third["training"]["diffusers"]
     assert 1 <= third["training"]["diffusers"]["steps"] and third["training"]["diffusers"]["seconds"] < budget + 10.0
-    k0 = [r["fd"] for r in res["rows"] if r["model"] == "kuosan"]
-    assert [r["fd"] for r in third["rows"] if r["model"] == "kuosan"] == pytest.approx(k0, rel=1e-4, abs=1e-6)
+    k_rows = [r for r in third["rows"] if r["model"] == "kuosan"]
+    assert all(r["reused"] == str(tmp_path / "again") for r in k_rows)
+    assert [r["fd"] for r in k_rows] == [r["fd"] for r in again["rows"] if r["model"] == "kuosan"]  # copied exactly
+    assert not any("reused" in r for r in third["rows"] if r["model"] == "diffusers")
     assert (tmp_path / "third" / "diffusers" / "config.json").is_file()
+    # another kuosan recipe: kuosan trains anew, diffusers and its rows are copied; two kuosan samplers at 3 steps
+    mod = _load()
+    mod.RECIPES["digits"] = {"optim": {"lr": 1e-3}}
+    fourth = mod.main(args + ["--reuse", str(tmp_path / "third"), "--long-samplers", "unipc,ddpm",
+                              "--out", str(tmp_path / "fourth")])
+    assert "reused" not in fourth["training"]["kuosan"] and "reused" in fourth["training"]["diffusers"]
+    assert {(r["sampler"], r["n"]) for r in fourth["rows"] if r["model"] == "kuosan" and r["steps"] == 3} == \
+        {("unipc", 64), ("ddpm", 64)}
+    assert not any("reused" in r for r in fourth["rows"] if r["model"] == "kuosan")
+    d3 = [r["fd"] for r in third["rows"] if r["model"] == "diffusers"]
+    assert [r["fd"] for r in fourth["rows"] if r["model"] == "diffusers"] == d3
+    assert "trained with another recipe" in capsys.readouterr().out
     # a race at another budget is refused, in one line
     with pytest.raises(ValueError, match="trained at"):
         _load().main(args[:2] + ["--budget", "3"] + args[4:] + ["--reuse", str(tmp_path / "race"),
-                                                                 "--out", str(tmp_path / "fourth")])
+                                                                 "--out", str(tmp_path / "fifth")])
+
+
+def test_same_recipe_ignores_only_the_run_length_and_logging(tmp_path: Path) -> None:
+    from kuosan.config import to_toml
+
+    mod = _load()
+    cfg = mod.kuosan_config("mnist5k", 2, tmp_path / "a", 100)
+    (tmp_path / "config.toml").write_text(to_toml(cfg))
+    other = mod.kuosan_config("mnist5k", 2, tmp_path / "b", 2389)  # other steps and folder: the same recipe
+    other.log.n_samples = 64
+    assert mod.same_recipe(tmp_path, other)
+    other.optim.lr *= 2
+    assert not mod.same_recipe(tmp_path, other)
+    assert not mod.same_recipe(tmp_path, mod.kuosan_config("digits", 2, tmp_path / "c", 100))
+    assert not mod.same_recipe(tmp_path / "missing", cfg)
+
+
+def test_reused_row_needs_the_same_samples() -> None:
+    mod = _load()
+    a = mod.parse(["--steps", "10,1000", "--n", "300", "--n-long", "200"])
+    row = {"model": "diffusers", "sampler": "ddpm", "steps": 1000, "n": 200, "fd": 1.84}
+    old = {"args": {"n_long": 200, "batch_size": a.batch_size, "feature_steps": a.feature_steps}, "rows": [row]}
+    assert mod.reused_row(old, a, "diffusers", "ddpm", 1000, 200) == row
+    assert mod.reused_row(old, a, "diffusers", "ddpm", 1000, 300) is None  # another n
+    assert mod.reused_row(old, a, "diffusers", "ddim", 1000, 200) is None  # another sampler
+    for key, value in (("n_long", 100), ("batch_size", 7), ("feature_steps", 5)):
+        changed = {**old, "args": {**old["args"], key: value}}
+        assert mod.reused_row(changed, a, "diffusers", "ddpm", 1000, 200) is None, key
 
 
 def test_train_race_refuses_bad_input() -> None:
@@ -95,6 +138,11 @@ def test_train_race_refuses_bad_input() -> None:
         mod.parse(["--steps", "ten"])
     with pytest.raises(ValueError, match="--n must be a positive"):
         mod.parse(["--n", "0"])
+    with pytest.raises(ValueError, match="unknown or unsuitable kuosan sampler 'dpm'"):
+        mod.parse(["--samplers", "unipc,dpm"])
+    with pytest.raises(ValueError, match="unsuitable kuosan sampler 'bespoke'"):
+        mod.parse(["--long-samplers", "bespoke"])
+    assert mod.parse([]).long_samplers == ["unipc"] and mod.parse(["--samplers", "ddim"]).long_samplers == ["ddim"]
     with pytest.raises(ValueError, match="not a finished race"):
         mod.reusable(mod.parse(["--reuse", "/nonexistent/race"]))
 
