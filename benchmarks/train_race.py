@@ -97,6 +97,7 @@ RECIPES: dict[str, dict[str, Any]] = {"digits": {},
 DIFFUSERS_RECIPE = {"batch_size": 16, "lr": 1e-4, "betas": (0.95, 0.999), "weight_decay": 1e-6, "eps": 1e-8,
                     "warmup": 500, "grad_clip": 1.0, "ema_max_decay": 0.9999, "ema_inv_gamma": 1.0, "ema_power": 0.75,
                     "T": 1000, "beta_schedule": "linear", "prediction_type": "epsilon"}
+FIXED_GRID = sorted(set(SAMPLERS) - {"bespoke", "consistency"})  # a diffusion model's samplers on fixed grids
 MATCHED_REPEATS = 10  # random subsets of the held-out split's size behind "FD @n_held"
 
 
@@ -502,7 +503,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--n-long", type=int, help="samples of the rows at the longest step count, and the n at which "
                                                  "every row is also scored (default 500; --quick 200)")
     p.add_argument("--samplers", default="unipc,ddim", help="kuosan's samplers (fixed grids) below the longest step "
-                                                            "count")
+                                                            f"count, comma-separated, of: {','.join(FIXED_GRID)}")
     p.add_argument("--long-samplers", help="kuosan's samplers at the longest step count (default: the first of "
                                            "--samplers), e.g. unipc,ddpm")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both sides")
@@ -541,10 +542,11 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise ValueError(f"--budget and --calibrate must be > 0, got {a.budget} and {a.calibrate}")
     if not a.samplers or not a.long_samplers:
         raise ValueError("--samplers and --long-samplers must name a sampler")
-    usable = sorted(set(SAMPLERS) - {"bespoke", "consistency"})  # a diffusion model's samplers on fixed grids
-    bad = [smp for smp in a.samplers + a.long_samplers if smp not in usable]
+    bad = [smp for smp in a.samplers + a.long_samplers if smp not in FIXED_GRID]
     if bad:
-        raise ValueError(f"unknown or unsuitable kuosan sampler {bad[0]!r}: choose from {usable}")
+        raise ValueError(f"unknown or unsuitable kuosan sampler {bad[0]!r}: choose from {FIXED_GRID}")
+    if a.resample and a.reuse is None:
+        raise ValueError("--resample redraws the rows of models copied by --reuse: give --reuse DIR too")
     if a.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda was asked for, but CUDA is not available")
     return a
@@ -637,17 +639,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = {"model": "real", "sampler": "held-out", "steps": None,
             **score(f_train, f_held, a.n_long, len(held), a.seed), "seconds": 0.0}
     base["fd_held"] = base["fd"]
-    # a model copied by --reuse draws the same samples as before: its rows are copied too, where they match
+    def n_of(steps: int) -> int:  # samples a row: n_long at the longest step count
+        return a.n_long if steps == a.steps[-1] else a.n
+
+    # a model copied by --reuse draws the same samples as before: its rows (and their pictures) are copied too
     copied = {name for name, t in training.items() if "reused" in t}
-    old_rows = {job: reused_row(reused, a, *job, a.n_long if job[2] == a.steps[-1] else a.n)
-                for job in jobs if job[0] in copied and not a.resample}
+    old_rows = {job: reused_row(reused, a, *job, n_of(job[2])) for job in jobs if job[0] in copied and not a.resample}
     t_sampling, done_work = time.perf_counter(), 0
     todo_jobs = [job for job in jobs if old_rows.get(job) is None]
     for model, smp, s in jobs:
-        n = a.n_long if s == a.steps[-1] else a.n
+        n = n_of(s)
         old = old_rows.get((model, smp, s))
         if old is not None:
             rows.append({**old, "reused": a.reuse})
+            png = Path(a.reuse) / "samples" / f"{model}-{smp}-{s}.png"
+            if png.is_file():
+                shutil.copy2(png, out / "samples" / png.name)
             print(f"  copied {model} {smp} {s} steps from {a.reuse}: {n} samples, FD {fmt(old['fd'], old['fd_se'])}",
                   flush=True)
             continue
@@ -664,7 +671,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                                                                     a.seed), "seconds": secs}
         rows.append(row)
         done_work += n * s
-        todo = sum((a.n_long if js == a.steps[-1] else a.n) * js for _, _, js in todo_jobs) - done_work
+        todo = sum(n_of(js) * js for _, _, js in todo_jobs) - done_work
         eta = todo * (time.perf_counter() - t_sampling) / done_work
         print(f"  sampled {model} {smp} {s} steps: {n} samples in {secs:.0f} s, FD {fmt(row['fd'], row['fd_se'])}; "
               f"sampling left: about {eta:.0f} s", flush=True)

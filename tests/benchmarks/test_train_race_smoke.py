@@ -83,6 +83,7 @@ def test_train_race_smallest(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert all(r["reused"] == str(tmp_path / "again") for r in k_rows)
     assert [r["fd"] for r in k_rows] == [r["fd"] for r in again["rows"] if r["model"] == "kuosan"]  # copied exactly
     assert not any("reused" in r for r in third["rows"] if r["model"] == "diffusers")
+    assert len(list((tmp_path / "third" / "samples").glob("*.png"))) == 5  # copied rows bring their pictures
     assert (tmp_path / "third" / "diffusers" / "config.json").is_file()
     # another kuosan recipe: kuosan trains anew, diffusers and its rows are copied; two kuosan samplers at 3 steps
     mod = _load()
@@ -130,6 +131,16 @@ def test_reused_row_needs_the_same_samples() -> None:
         assert mod.reused_row(changed, a, "diffusers", "ddpm", 1000, 200) is None, key
 
 
+def test_a_bad_sampler_is_one_line_and_exit_code_2() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(BENCH / "train_race.py"), "--long-samplers", "unipc,nope"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "sampler 'nope'" in r.stderr
+
+
 def test_train_race_refuses_bad_input() -> None:
     mod = _load()
     with pytest.raises(ValueError, match="ascending"):
@@ -143,6 +154,8 @@ def test_train_race_refuses_bad_input() -> None:
     with pytest.raises(ValueError, match="unsuitable kuosan sampler 'bespoke'"):
         mod.parse(["--long-samplers", "bespoke"])
     assert mod.parse([]).long_samplers == ["unipc"] and mod.parse(["--samplers", "ddim"]).long_samplers == ["ddim"]
+    with pytest.raises(ValueError, match="give --reuse DIR too"):
+        mod.parse(["--resample"])
     with pytest.raises(ValueError, match="not a finished race"):
         mod.reusable(mod.parse(["--reuse", "/nonexistent/race"]))
 
