@@ -39,6 +39,7 @@ def test_defaults_are_todays():
     o = c.optim
     assert (o.steps, o.batch_size, o.lr, o.min_lr, o.warmup, o.weight_decay, o.grad_clip, o.ema_decay, o.ema_warmup) \
         == (1000, 128, 3e-3, 1e-4, 100, 0.0, 1.0, 0.99, True)
+    assert o.betas == (0.9, 0.999)  # AdamW's betas before they became a key: old runs resume with them
     lg = c.log
     assert (lg.out, lg.log_every, lg.val_every, lg.sample_every, lg.ckpt_every, lg.n_samples, lg.sample_steps) == \
         ("", 50, 500, 0, 500, 64, 50)
@@ -133,6 +134,10 @@ def test_bad_overrides(items, msg):
     (["optim.min_lr=1"], r"optim.min_lr must be in \[0, lr\]"),
     (["optim.grad_clip=-1"], "optim.grad_clip must be >= 0"),
     (["optim.ema_decay=1"], r"optim.ema_decay must be in \[0, 1\)"),
+    (["optim.betas=0.9,1"], r"optim.betas must be two numbers in \[0, 1\), got \(0.9, 1.0\)"),
+    (["optim.betas=0.9"], r"optim.betas must be two numbers in \[0, 1\), got \(0.9,\)"),
+    (["optim.betas=0.9,0.99,0.999"], "optim.betas must be two numbers"),
+    (["optim.betas=-0.1,0.99"], "optim.betas must be two numbers"),
     (["data.val_fraction=1"], r"data.val_fraction must be in \[0, 1\)"),
     (["data.p_uncond=-0.1"], r"data.p_uncond must be in \[0, 1\)"),
     (["data.n=0"], "data.n must be a positive integer"),

@@ -7,7 +7,7 @@ Tables and keys (``kuosan train --config FILE``; every key also ``--set table.ke
                vp_cosine: cosine_s, t_max; vp_linear: beta_min, beta_max, t_max; ve: sigma_max; flow: none
   [net]        model, channels, channel_mult, num_res_blocks, attn_resolutions, dropout, mlp_hidden, mlp_depth
   [objective]  prediction, sigma_data, loss, weighting, min_snr_gamma, time_sampling, learn_variance, hybrid_lambda
-  [optim]      steps, batch_size, lr, min_lr, warmup, weight_decay, grad_clip, ema_decay, ema_warmup
+  [optim]      steps, batch_size, lr, min_lr, warmup, weight_decay, betas, grad_clip, ema_decay, ema_warmup
   [log]        out, log_every, val_every, sample_every, ckpt_every, n_samples, sample_steps
   [run]        seed, device, threads, precision
   [consistency] (only with objective.prediction = "consistency") sigma_min, rho, s0, s1, p_mean, p_std, huber_c,

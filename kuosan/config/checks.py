@@ -139,6 +139,8 @@ def check(cfg: "Config") -> None:
                                      "(AdamW scales the weights by 1 - lr·weight_decay each step)")
     _need(math.isfinite(o.grad_clip) and o.grad_clip >= 0,
           f"optim.grad_clip must be >= 0 (0 disables), got {o.grad_clip}")
+    _need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas),
+          f"optim.betas must be two numbers in [0, 1), got {o.betas}")
     _need(0 <= o.ema_decay < 1, f"optim.ema_decay must be in [0, 1), got {o.ema_decay}")
     for k in ("log_every", "val_every", "ckpt_every", "n_samples", "sample_steps"):
         _pos_int(f"log.{k}", getattr(lg, k))

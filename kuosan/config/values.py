@@ -40,7 +40,8 @@ def _coerce(key: str, value: Any) -> Any:
                 value = [v for v in value.replace(" ", "").strip("()[]").split(",") if v]
             if isinstance(value, (bool, float, int)) or any(isinstance(v, bool) for v in value):
                 raise ValueError
-            return tuple(_int(v) for v in value)
+            item = _float if float in args else _int  # tuple[float, float] or tuple[int, ...]
+            return tuple(item(v) for v in value)
         if type(None) in args:  # int | None, float | None
             if value is None or (isinstance(value, str) and value.lower() in ("none", "")):
                 return None
