@@ -19,6 +19,12 @@ from ..paths import Path, coefficients
 Callback = Callable[[int, Tensor, Tensor], "Tensor | None"]
 
 
+def after_step(callback: Callback | None, i: int, x: Tensor, x0: Tensor) -> Tensor:
+    """The state after step i: what ``callback`` returns in its place (a projection, inpainting), else x."""
+    hooked = callback(i, x, x0) if callback is not None else None
+    return x if hooked is None else hooked
+
+
 def steps(grid: list[float], progress: bool = False, desc: str = "sampling") -> Iterable[tuple[float, float]]:
     """Steps (t_i, t_{i+1}) of a grid, in a tqdm bar when ``progress``."""
     pairs = list(zip(grid[:-1], grid[1:]))

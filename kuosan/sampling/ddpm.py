@@ -19,7 +19,7 @@ from ..denoiser import Denoiser, has_variance
 from ..forward import posterior_coefficients
 from ..likelihood.variances import VARIANCE_KINDS, AnalyticTable, VarianceKind, reverse_variance
 from ..paths import f64, require_discrete
-from .common import Callback, check_clip, coefficient_table, denoise, eps_hat, steps
+from .common import Callback, after_step, check_clip, coefficient_table, denoise, eps_hat, steps
 from .grids import check_grid
 from .noise import NoiseSource, noise_like
 
@@ -61,10 +61,7 @@ def ddpm(D: Denoiser, x: Tensor, ts: Tensor, *, variance: VarianceKind = "beta_t
             var = var.to(x) if var.ndim == x.ndim else expand(var, x)  # (B, *D) learned, else (1,) -> (1, 1, ...)
             x_prev = x_prev + var.sqrt() * noise_like(noise, x)
         x = x_prev
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x
 
 
@@ -97,8 +94,5 @@ def ddim(D: Denoiser, x: Tensor, ts: Tensor, *, eta: float = 0.0, clip: float | 
             x = a_s * x0 + math.sqrt(max(s_s**2 - c2, 0.0)) * e
             if eta > 0:
                 x = x + math.sqrt(c2) * noise_like(noise, x)
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..denoiser import Denoiser
 from ..paths import Path, f64
-from .common import Callback, check_order, coefficient_table, denoise, steps
+from .common import Callback, after_step, check_order, coefficient_table, denoise, steps
 from .grids import check_grid
 from .noise import NoiseSource
 
@@ -84,10 +84,7 @@ def dpmpp(D: Denoiser, x: Tensor, ts: Tensor, *, order: Literal[1, 2, 3] = 2, no
             x = x_new
         if math.isfinite(hl_t) and order > 1:
             lams, x0s = (lams + [hl_t])[1 - order:], (x0s + [x0])[1 - order:]
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x
 
 
@@ -126,8 +123,5 @@ def dpm_solver_2s(D: Denoiser, x: Tensor, ts: Tensor, *, r: float = 0.5, noise: 
                 u = (s_u / s_t) * x + (a_u * psi(1, hl_u - hl_t)) * x0
                 d = (1 - 1 / (2 * r)) * x0 + (1 / (2 * r)) * denoise(D, u, tu, cond)
             x = (s_s / s_t) * x + (a_s * psi(1, h)) * d
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x

@@ -92,9 +92,11 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
         bar = tqdm(total=len(starts) * steps, desc=f"{sampler}, {n} samples", unit="step")
     step_hook = callback
     if bar is not None:
-        def step_hook(i: int, x: Tensor, x0: Tensor) -> Tensor | None:
+        def with_bar(i: int, x: Tensor, x0: Tensor) -> Tensor | None:
             bar.update(1)
             return callback(i, x, x0) if callback is not None else None
+
+        step_hook = with_bar
     outs: list[Tensor] = []
     nfes: list[int] = []
     try:

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Denoiser
-from .common import Callback, coefficient_table, denoise, eps_hat, steps
+from .common import Callback, after_step, coefficient_table, denoise, eps_hat, steps
 from .grids import check_grid
 from .noise import NoiseSource
 
@@ -47,10 +47,7 @@ def euler(D: Denoiser, x: Tensor, ts: Tensor, *, noise: NoiseSource | None = Non
         else:
             a_s, s_s, _ = coef(s)
             x = a_s * x0 + s_s * eps_hat(x, x0, a_t, s_t)
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x
 
 
@@ -75,9 +72,6 @@ def heun(D: Denoiser, x: Tensor, ts: Tensor, *, noise: NoiseSource | None = None
                 e_e = eps_hat(x_e, denoise(D, x_e, s, cond), a_s, s_s)  # dy/dσ̃ there
                 x_e = x_e + (0.5 * a_s * (s_s / a_s - s_t / a_t)) * (e_e - e)
             x = x_e
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x
 

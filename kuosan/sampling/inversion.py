@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Denoiser
-from .common import Callback, coefficient_table, denoise, eps_hat
+from .common import Callback, after_step, coefficient_table, denoise, eps_hat
 from .grids import check_grid
 
 
@@ -58,8 +58,5 @@ def ddim_invert(D: Denoiser, x0: Tensor, ts: Tensor, cond: dict[str, Any] | None
             x0_hat = x if s == 0 else (x - s_s * e) / a_s
             x_t = a_t * x0_hat + s_t * e
         x = x_t
-        if callback is not None:
-            hooked = callback(i, x, x0_hat)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0_hat)
     return x

@@ -26,7 +26,7 @@ from ..broadcast import batch_times
 from ..denoiser import Denoiser
 from ..forward import jump_variance, posterior
 from ..paths import Path, coefficients, f64, sde_coefficients
-from .common import Callback, coefficient_table, denoise, steps
+from .common import Callback, after_step, coefficient_table, denoise, steps
 from .grids import check_grid
 from .noise import NoiseSource, noise_like
 
@@ -99,10 +99,7 @@ def sde(D: Denoiser, x: Tensor, ts: Tensor, *, noise: NoiseSource | None = None,
     for i, (t, s) in enumerate(steps(check_grid(ts, path), progress, "sde")):
         x0, score = _score(D, x, t, coef, cond)
         x = _step(path, coef, "euler_maruyama", x, x0, score, t, s, noise)
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x
 
 
@@ -148,8 +145,5 @@ def pc(D: Denoiser, x: Tensor, ts: Tensor, *, snr: float = 0.16, corrector_steps
                 x = x + eps * g + math.sqrt(2 * eps) * noise_like(noise, x)
         x0, score = _score(D, x, t, coef, cond)
         x = _step(path, coef, predictor, x, x0, score, t, s, noise)
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x

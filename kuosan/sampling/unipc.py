@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ..denoiser import Denoiser
-from .common import Callback, check_order, denoise, steps
+from .common import Callback, after_step, check_order, denoise, steps
 from .dpm_solver import half_lam_table, psi
 from .grids import check_grid
 from .noise import NoiseSource
@@ -96,8 +96,5 @@ def unipc(D: Denoiser, x: Tensor, ts: Tensor, *, order: Literal[1, 2, 3] = 2, co
                 x = _update(lin, a_s, b, r + [1.0], dm + [x0 - x0_now], h)  # UniC-p
         if math.isfinite(hl_t) and order > 1:
             lams, x0s = (lams + [hl_t])[1 - order:], (x0s + [x0_now])[1 - order:]
-        if callback is not None:
-            hooked = callback(i, x, x0_now)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0_now)
     return x

@@ -19,7 +19,6 @@ The times use optimise.grid_from_params (monotone softmax increments of log-SNR)
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,13 +27,13 @@ from torch import Tensor
 
 from ...denoiser import Denoiser
 from ...paths import f64
+from ..common import Callback, after_step
 from ..grids import check_grid
 from ..noise import NoiseSource
 
 # per-step state scale c and output scale g (N-1,); difference weights a (N-1, K); final step e (K+1,);
 # query log-SNR shifts s (N,)
 COEFF_NAMES = ("c", "g", "a", "e", "s")
-Callback = Callable[[int, Tensor, Tensor], None]
 
 
 @dataclass(frozen=True)
@@ -129,10 +128,7 @@ def solve(D: Denoiser, x: Tensor, ts: Tensor, co: dict[str, Tensor], cond: dict[
                 w = a[i, k - 1] + (h / (2 * (half_lam[i] - half_lam[i - 1])) if k == 1 else 0)
                 d = d + w * dk
             x = (sigma[i + 1] / sigma[i]) * (1 + c[i]) * x + alpha[i + 1] * (-torch.expm1(-h)) * (1 + g[i]) * d
-        if callback is not None:
-            hooked = callback(i, x, x0)
-            if hooked is not None:
-                x = hooked
+        x = after_step(callback, i, x, x0)
     return x
 
 
