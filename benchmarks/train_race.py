@@ -35,8 +35,8 @@ feature network kuosan trains on the data's training split, beside the real-vs-r
   when DIR saved it, diffusers' model instead of training them, so the sampling can be redone at other step counts
   or sample sizes, or one side's recipe changed without training the other again; a side with no model to copy
   trains alone for the budget, its run length from a fresh calibration. A copied model's rows at the same sampler,
-  steps, n, n-long, sampling batch and feature network are copied too (sampling is seeded: ``--resample`` draws
-  them again, and the smoke test checks they come out the same).
+  steps, n, n-long and feature network (for diffusers also the same sampling batch) are copied too (sampling is
+  seeded: ``--resample`` draws them again, and the smoke test checks they come out the same).
 - **Metrics.** Samples are clamped to the data range [-1, 1] (diffusers' pipelines do it themselves). FD (Fréchet
   distance, biased upward by O(d/n): compare at equal n) and KID (unbiased) against the training split; the
   rows at the longest step count use ``--n-long`` samples (1000 network calls each is the cost), and every row is
@@ -373,9 +373,11 @@ def same_recipe(run: Path, cfg: Config) -> bool:
 def reused_row(old: dict[str, Any], a: argparse.Namespace, model: str, sampler: str, steps: int,
                n: int) -> dict[str, Any] | None:
     """The row of the race ``old`` (results.json) that this race would compute again for a model it copied from that
-    race: same sampler, steps, n, n_long, sampling batch and feature network (the seed, data and device were checked
-    by ``reusable``), so the same samples and figures. None when there is no such row."""
-    same = all(old["args"].get(k) == getattr(a, k) for k in ("n_long", "batch_size", "feature_steps"))
+    race: same sampler, steps, n, n_long and feature network, and for diffusers the same sampling batch (its pipelines
+    draw per batch; kuosan's sample i depends only on (seed, i)); the seed, data and device were checked by
+    ``reusable``. So the same samples and figures. None when there is no such row."""
+    keys = ("n_long", "feature_steps") + (("batch_size",) if model == "diffusers" else ())
+    same = all(old["args"].get(k) == getattr(a, k) for k in keys)
     hits = [r for r in old["rows"] if (r["model"], r["sampler"], r["steps"], r["n"]) == (model, sampler, steps, n)]
     return dict(hits[0]) if same and hits else None
 
@@ -641,6 +643,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     base = {"model": "real", "sampler": "held-out", "steps": None,
             **score(f_train, f_held, a.n_long, len(held), a.seed), "seconds": 0.0}
     base["fd_held"] = base["fd"]
+
     def n_of(steps: int) -> int:  # samples a row: n_long at the longest step count
         return a.n_long if steps == a.steps[-1] else a.n
 

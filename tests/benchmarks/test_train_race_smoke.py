@@ -129,6 +129,12 @@ def test_reused_row_needs_the_same_samples() -> None:
     for key, value in (("n_long", 100), ("batch_size", 7), ("feature_steps", 5)):
         changed = {**old, "args": {**old["args"], key: value}}
         assert mod.reused_row(changed, a, "diffusers", "ddpm", 1000, 200) is None, key
+    # kuosan's samples do not depend on the sampling batch (sample i depends only on (seed, i)): its row is copied
+    krow = {**row, "model": "kuosan"}
+    kold = {"args": {**old["args"], "batch_size": 7}, "rows": [krow]}
+    assert mod.reused_row(kold, a, "kuosan", "ddpm", 1000, 200) == krow
+    for key, value in (("n_long", 100), ("feature_steps", 5)):
+        assert mod.reused_row({**kold, "args": {**kold["args"], key: value}}, a, "kuosan", "ddpm", 1000, 200) is None
 
 
 def test_a_bad_sampler_is_one_line_and_exit_code_2() -> None:
