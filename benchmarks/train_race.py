@@ -509,6 +509,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
                                            "--samplers), e.g. unipc,ddpm")
     p.add_argument("--threads", type=int, default=2, help="torch intra-op threads for both sides")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where both sides train and sample")
+    p.add_argument("--sample-device", choices=["cpu", "cuda"], help="where both sides sample (default: --device); "
+                   "with --reuse, a CPU race's models can be sampled on a GPU")
     p.add_argument("--rounds", type=int, default=6, help="alternating training rounds a side")
     p.add_argument("--calibrate", type=float, help="calibration seconds a side (default: budget/12, at most 10)")
     p.add_argument("--batch-size", type=int, help="samples a network batch when sampling (default: 256 on a CPU, "
@@ -528,7 +530,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     a = p.parse_args(argv)
     a.budget = a.budget if a.budget is not None else (QUICK_BUDGET if a.quick else BUDGET)[a.data]
     a.n = a.n if a.n is not None else (500 if a.quick else 2000)
-    a.batch_size = a.batch_size if a.batch_size is not None else (500 if a.device == "cuda" else 256)
+    a.sample_device = a.sample_device or a.device
+    a.batch_size = a.batch_size if a.batch_size is not None else (500 if a.sample_device == "cuda" else 256)
     a.n_long = min(a.n, a.n_long if a.n_long is not None else (200 if a.quick else 500))
     a.calibrate = a.calibrate if a.calibrate is not None else min(10.0, a.budget / 12)
     try:
@@ -551,8 +554,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         raise ValueError(f"unknown or unsuitable kuosan sampler {bad[0]!r}: choose from {FIXED_GRID}")
     if a.resample and a.reuse is None:
         raise ValueError("--resample redraws the rows of models copied by --reuse: give --reuse DIR too")
-    if a.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but CUDA is not available")
+    if "cuda" in (a.device, a.sample_device) and not torch.cuda.is_available():
+        raise ValueError("--device or --sample-device cuda was asked for, but CUDA is not available")
     return a
 
 
@@ -629,7 +632,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     unet_ema.save_pretrained(out / "diffusers")  # config.json + safetensors: --reuse reads it back
 
     # sampling and scoring
-    D, _, _ = load_denoiser(out / "kuosan", device=a.device)
+    D, _, _ = load_denoiser(out / "kuosan", device=a.sample_device)
+    unet_ema = unet_ema.to(a.sample_device)
     sched_config = diffusers_scheduler().config
     shape = tuple(meta["shape"])
     jobs: list[tuple[str, str, int]] = []
@@ -666,7 +670,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         t0 = time.perf_counter()
         with torch.no_grad():
             if model == "kuosan":
-                x = sample(D, smp, (n, *shape), s, seed=a.seed, batch_size=a.batch_size, device=a.device)
+                x = sample(D, smp, (n, *shape), s, seed=a.seed, batch_size=a.batch_size, device=a.sample_device)
             else:
                 x = diffusers_sample(unet_ema, sched_config, s, n, a.seed, a.batch_size, ddpm=smp == "ddpm")
         x = x.cpu().clamp(-1, 1)  # both return CPU tensors: the device's work is done

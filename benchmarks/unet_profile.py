@@ -28,6 +28,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", choices=["default", "max-autotune-no-cudagraphs"],
+                   help="torch.compile the net in this mode first (modes without CUDA graphs, whose kernels the "
+                        "profiler sees)")
     p.add_argument("--steps", type=int, default=5, help="profiled steps (after 5 warm-up steps)")
     p.add_argument("--rows", type=int, default=25, help="kernels listed")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
@@ -54,9 +57,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     net.train()
-    step = ut.make_step(net, "train", a.bf16, x, t, target, ut.updater(a.model, net, "default",
+    raw = net
+    if a.compile:
+        net = torch.compile(net, mode=a.compile)  # type: ignore[assignment]
+    step = ut.make_step(net, "train", a.bf16, x, t, target, ut.updater(a.model, raw, "default",
                                                                           ut.kuosan_cfg(a.size, c)))
-    ut.timed(step, 5, dev)
+    ut.timed(step, 5, dev)  # warm-up: cuDNN's choice, AdamW's state, compiling
     wall = ut.timed(step, a.steps, dev) / a.steps
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
     with profile(activities=acts) as prof:
@@ -67,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # the kernels' own rows only: an operator's row repeats the time of the kernels it launched
     dev_total = sum(e.self_device_time_total for e in events if e.device_type == DeviceType.CUDA) / 1e6 / a.steps
     launches = sum(e.count for e in events if e.key.startswith(("cudaLaunchKernel", "cuLaunchKernel"))) / a.steps
-    print(f"{a.model} {a.size} batch {a.batch} bf16={a.bf16}: {1e3 * wall:.2f} ms a step (unprofiled), "
+    print(f"{a.model} {a.size} batch {a.batch} bf16={a.bf16} channels_last={a.channels_last} compile={a.compile}: "
+          f"{1e3 * wall:.2f} ms a step (unprofiled), "
           f"{1e3 * dev_total:.2f} ms of device kernels, {launches:.0f} kernel launches a step, "
           f"{a.batch / wall:.0f} samples/s")
 

@@ -15,7 +15,7 @@ from .config import Config, from_dict, path_kwargs
 from .denoiser import NetDenoiser
 from .nets import MLP, MLPConfig, UNet, UNetConfig
 from .parameterisation import Consistency, Parameterisation, make_parameterisation
-from .paths import Path, make_path
+from .paths import Path, fingerprint_matches, make_path
 
 if TYPE_CHECKING:
     from .data import Dataset
@@ -140,7 +140,7 @@ def check_recorded_path(ckpt: Checkpoint, path: Path) -> None:
     """The path a checkpoint's config describes is the one it was trained on (state.json records the path's
     fingerprint): an edited config.json (another schedule, T, kind) is refused, never sampled with."""
     recorded = ckpt.state.get("path")
-    if recorded is not None and recorded != path.fingerprint():
+    if recorded is not None and not fingerprint_matches(path, recorded):
         raise CheckpointError(f"checkpoint {str(ckpt.path)!r} was trained on another path than its config.json "
                               f"describes (now {path.kind} with fingerprint {path.fingerprint()}, trained with "
                               f"{recorded}); was config.json edited?")

@@ -327,6 +327,18 @@ def test_damaged_checkpoint_is_a_one_line_error(trained, tmp_path, name, mutate,
     assert after == before  # the other run folder was never written to
 
 
+def test_a_run_recording_the_older_fingerprint_loads_and_resumes(trained, tmp_path):
+    """Runs saved before 2026-11-25 recorded their chain by the hash of its β values (not portable between
+    machines, see DiscreteVP.fingerprint): on the machine that computed it they still load and resume."""
+    run = Path(shutil.copytree(trained, tmp_path / "old"))
+    path = load_denoiser(run)[0].path
+    assert load_checkpoint(run).state["path"] == path.fingerprint() != path.values_fingerprint()
+    state_set(path=path.values_fingerprint())(run / CK)
+    load_denoiser(run)
+    train(None, resume=run, overrides={"optim.steps": 12}, progress=False)
+    assert load_checkpoint(run).state["step"] == 12
+
+
 def test_the_good_run_loads_and_resumes(trained, tmp_path):
     """The control: the undamaged copy samples and resumes."""
     run = Path(shutil.copytree(trained, tmp_path / "good"))

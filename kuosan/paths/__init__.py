@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Literal, get_args
 
-from .base import (Path, PathError, TimeLike, coefficients, f64, require_discrete, sde_coefficients,
-                   terminal_snr_is_zero, ve_sigma)
+from .base import (Path, PathError, TimeLike, coefficients, f64, fingerprint_matches, require_discrete,
+                   sde_coefficients, terminal_snr_is_zero, ve_sigma)
 from .continuous import VE, Linear, VPCosine, VPLinear
 from .discrete_vp import BETA_FNS, BETA_KINDS, DiscreteVP, discrete_vp, rescale_zero_terminal_snr
 
@@ -28,5 +28,5 @@ def make_path(kind: str = "discrete_vp", **kw: Any) -> Path:
 
 
 __all__ = ["BETA_FNS", "BETA_KINDS", "PATH_KINDS", "VE", "DiscreteVP", "Linear", "Path", "PathError", "PathKind",
-           "TimeLike", "VPCosine", "VPLinear", "coefficients", "discrete_vp", "f64", "make_path",
+           "TimeLike", "VPCosine", "VPLinear", "coefficients", "discrete_vp", "f64", "fingerprint_matches", "make_path",
            "require_discrete", "rescale_zero_terminal_snr", "sde_coefficients", "terminal_snr_is_zero", "ve_sigma"]

@@ -40,6 +40,13 @@ class Path(Protocol):
     def fingerprint(self) -> str: ...  # a short hash: tells whether saved grids belong to this path
 
 
+def fingerprint_matches(path: Path, recorded: str | None) -> bool:
+    """``recorded`` (a checkpoint's or saved grid's path fingerprint) names ``path``; a path may also accept the
+    older form of its own fingerprint (DiscreteVP: the hash of its β values)."""
+    own = getattr(path, "fingerprint_matches", None)
+    return bool(own(recorded)) if own is not None else recorded == path.fingerprint()
+
+
 def f64(t: TimeLike, device: torch.device | None = None) -> Tensor:
     """t as a float64 tensor (on ``device`` when given)."""
     return torch.as_tensor(t, dtype=torch.float64, device=device)

@@ -13,6 +13,7 @@ that diffusers' ``sigmoid`` β schedule is a different one (β itself follows a 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -41,11 +42,13 @@ def interp(x: Tensor, xp: Tensor, fp: Tensor) -> Tensor:
 
 @dataclass(frozen=True, eq=False)
 class DiscreteVP:
-    """β_1..β_T (float64) with α, σ, λ at any t ∈ [0, T]; ``schedule`` names the β table it came from."""
+    """β_1..β_T (float64) with α, σ, λ at any t ∈ [0, T]; ``schedule`` names the β table it came from and
+    ``params`` the keyword arguments its β function was called with (none for a custom table)."""
 
     betas: Tensor
     schedule: str = "custom"
     zero_terminal_snr: bool = False
+    params: tuple[tuple[str, float], ...] = ()
     kind: str = field(default="discrete_vp", init=False)
     _log_ab: Tensor = field(init=False, repr=False)  # (T+1,) log ᾱ_t, t = 0..T
     _steps: Tensor = field(init=False, repr=False)  # (T+1,) 0..T as float64 (the interpolation knots)
@@ -133,11 +136,28 @@ class DiscreteVP:
 
     def spec(self) -> dict[str, Any]:
         return {"kind": "discrete_vp", "schedule": self.schedule, "T": self.T,
-                "zero_terminal_snr": self.zero_terminal_snr, "betas_sha1": self.fingerprint()}
+                "zero_terminal_snr": self.zero_terminal_snr, "params": dict(self.params),
+                "fingerprint": self.fingerprint()}
 
     def fingerprint(self) -> str:
-        """A short hash of the β values (the same as the first half's schedule fingerprint)."""
+        """A short hash of the chain's definition: a named table's (schedule, T, zero_terminal_snr, params), which
+        every machine agrees on, or a custom table's β values (as given, so exact). Hashing a named table's
+        computed values was not portable: torch's vectorised cos differs in the last bit between builds and CPUs,
+        so a run trained on one machine was refused on another (``values_fingerprint`` keeps that hash)."""
+        if self.schedule == "custom":
+            return self.values_fingerprint()
+        spec = {"schedule": self.schedule, "T": self.T, "zero_terminal_snr": self.zero_terminal_snr,
+                "params": dict(self.params)}
+        return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+    def values_fingerprint(self) -> str:
+        """A short hash of the β values' bytes: what runs and grids saved before 2026-11-25 recorded."""
         return hashlib.sha1(self.betas.numpy().tobytes()).hexdigest()[:16]
+
+    def fingerprint_matches(self, recorded: str | None) -> bool:
+        """``recorded`` (from a checkpoint or a saved grid) names this chain: by its definition or, as older
+        files recorded it, by the β values computed on this machine."""
+        return recorded in (self.fingerprint(), self.values_fingerprint())
 
     def sigma_max(self) -> float:
         """σ̃ = σ/α at t = T, the VE-equivalent noise level where sampling starts (+∞ with zero terminal SNR)."""
@@ -196,4 +216,5 @@ def discrete_vp(kind: str = "linear", T: int = 1000, *, zero_terminal_snr: bool 
     betas = BETA_FNS[kind](T, **kw)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
-    return DiscreteVP(betas, schedule=kind, zero_terminal_snr=zero_terminal_snr)
+    return DiscreteVP(betas, schedule=kind, zero_terminal_snr=zero_terminal_snr,
+                      params=tuple(sorted((k, float(v)) for k, v in kw.items())))

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
 
 pytest.importorskip("diffusers")
 
@@ -164,6 +165,11 @@ def test_train_race_refuses_bad_input() -> None:
         mod.parse(["--resample"])
     with pytest.raises(ValueError, match="not a finished race"):
         mod.reusable(mod.parse(["--reuse", "/nonexistent/race"]))
+    a = mod.parse(["--sample-device", "cpu"])  # where the models sample; the training device stays --device
+    assert (a.device, a.sample_device, a.batch_size) == ("cpu", "cpu", 256) and mod.parse([]).sample_device == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="--sample-device cuda was asked for, but CUDA is not available"):
+            mod.parse(["--sample-device", "cuda"])
 
 
 @pytest.mark.parametrize("data", ["digits", "mnist5k"])

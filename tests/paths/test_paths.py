@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from kuosan.paths import (BETA_KINDS, PATH_KINDS, VE, DiscreteVP, Linear, PathError, VPCosine, VPLinear, coefficients,
-                          discrete_vp, f64, make_path, require_discrete, rescale_zero_terminal_snr, sde_coefficients,
-                          terminal_snr_is_zero, ve_sigma)
+                          discrete_vp, f64, fingerprint_matches, make_path, require_discrete,
+                          rescale_zero_terminal_snr, sde_coefficients, terminal_snr_is_zero, ve_sigma)
 
 F64 = torch.float64
 
@@ -235,20 +235,36 @@ def test_require_discrete():
 
 # ------------------------------------------------------------------ fingerprints
 def test_fingerprints():
-    """Discrete chains keep the first half's fingerprint (sha1 of the β bytes, so saved grids stay valid);
-    continuous paths hash their spec. Different paths differ, equal paths agree."""
+    """A named discrete chain hashes its definition (schedule, T, zero_terminal_snr, β-function arguments), a custom
+    one its β values; continuous paths hash their spec. Different paths differ, equal paths agree."""
     d = discrete_vp("linear", 1000)
-    assert d.fingerprint() == hashlib.sha1(d.betas.numpy().tobytes()).hexdigest()[:16]
+    definition = {"schedule": "linear", "T": 1000, "zero_terminal_snr": False, "params": {}}
+    assert d.fingerprint() == hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
+    assert d.values_fingerprint() == hashlib.sha1(d.betas.numpy().tobytes()).hexdigest()[:16]
+    custom = DiscreteVP(d.betas)
+    assert custom.fingerprint() == d.values_fingerprint() != d.fingerprint()
     prints = {discrete_vp(k, T, zero_terminal_snr=z).fingerprint() for k in BETA_KINDS for T in (10, 1000)
               for z in (False, True)}
     prints |= {VPCosine().fingerprint(), VPCosine(t_max=0.99).fingerprint(), VPLinear().fingerprint(),
                VPLinear(beta_max=10.0).fingerprint(), VE().fingerprint(), VE(sigma_max=10.0).fingerprint(),
-               Linear().fingerprint()}
-    assert len(prints) == 4 * 2 * 2 + 7
+               Linear().fingerprint(), discrete_vp("linear", 1000, beta_end=0.03).fingerprint()}
+    assert len(prints) == 4 * 2 * 2 + 8
     assert VE(sigma_max=10.0).fingerprint() == make_path("ve", sigma_max=10.0).fingerprint()
     assert discrete_vp("cosine", 50).fingerprint() == discrete_vp("cosine", 50).fingerprint()
     for kind in PATH_KINDS:
         spec = make_path(kind).spec()
         assert json.loads(json.dumps(spec)) == spec
     spec = d.spec()
-    assert spec["kind"] == "discrete_vp" and spec["T"] == 1000 and spec["betas_sha1"] == d.fingerprint()
+    assert spec["kind"] == "discrete_vp" and spec["T"] == 1000 and spec["fingerprint"] == d.fingerprint()
+
+
+def test_a_named_chains_fingerprint_survives_last_bit_differences():
+    """Another machine's cos may differ in the last bit (torch's vectorised float64 cos differs between builds and
+    CPUs): the definition's hash does not see it, so a run trained there loads here; the values' hash would."""
+    d = discrete_vp("cosine", 1000)
+    other = DiscreteVP(torch.nextafter(d.betas, torch.ones_like(d.betas)), schedule="cosine", params=d.params)
+    assert other.fingerprint() == d.fingerprint() and other.values_fingerprint() != d.values_fingerprint()
+    assert fingerprint_matches(d, d.fingerprint()) and fingerprint_matches(d, d.values_fingerprint())
+    assert not fingerprint_matches(d, other.values_fingerprint())
+    assert not fingerprint_matches(d, discrete_vp("cosine", 999).fingerprint())
+    assert fingerprint_matches(VE(), VE().fingerprint()) and not fingerprint_matches(VE(), Linear().fingerprint())

@@ -147,8 +147,9 @@ def test_save_load_round_trip(tmp_path):
 
 
 def test_grid_files_of_the_first_half_still_load(tmp_path):
-    """Version 1 files stored the schedule's fingerprint; DiscreteVP's is the same hash of the β values."""
-    assert PATH.fingerprint() == OLD_FINGERPRINT
+    """Version 1 files stored the schedule's fingerprint, the hash of the β values that DiscreteVP still accepts
+    beside its own (a hash of its definition)."""
+    assert PATH.values_fingerprint() == OLD_FINGERPRINT != PATH.fingerprint()
     grid = [1000.0, 612.25, 301.5, 88.0, 0.0]
     doc = {"format": "kuosan-time-grid", "version": 1, "schedule": OLD_FINGERPRINT, "schedule_kind": "linear",
            "T": 1000, "sampler": "ddim", "nfe": 4, "grid": grid}

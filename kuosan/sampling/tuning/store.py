@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...paths import Path
+from ...paths import Path, fingerprint_matches
 from ..grids import check_grid
 from .bespoke import COEFF_NAMES, SolverParams, check_coeffs
 
@@ -56,7 +56,7 @@ def _made_for(doc: dict[str, Any]) -> tuple[str | None, str]:
 def _load(file: str | FilePath, path: Path) -> tuple[Tensor, dict[str, Any]]:
     doc = _read(file)
     fp, what = _made_for(doc)
-    if fp != path.fingerprint():
+    if not fingerprint_matches(path, fp):
         raise ValueError(f"{str(file)!r}: optimised grid was made for another path ({what}, fingerprint {fp}); "
                          f"this path is {path.spec()}, fingerprint {path.fingerprint()}")
     try:
