@@ -74,7 +74,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from kuosan.build import build_net, load_denoiser, make_denoiser, make_objective_from, make_param_from, make_path_from
-from kuosan.config import Config, from_dict, load_config, to_dict
+from kuosan.config import Config, fill_retired_defaults, from_dict, load_config, to_dict
 from kuosan.data import load_dataset, split
 from kuosan.metrics import FeatureConfig, feature_extractor, frechet_distance, kid
 from kuosan.nets.unet import norm_groups
@@ -364,7 +364,7 @@ def same_recipe(run: Path, cfg: Config) -> bool:
         return d
 
     try:
-        old = to_dict(from_dict(load_config(run / "config.toml")))
+        old = to_dict(from_dict(fill_retired_defaults(load_config(run / "config.toml"))))
     except ValueError:  # ConfigError: unreadable or no kuosan config
         return False
     return key(old) == key(to_dict(cfg))

@@ -328,7 +328,7 @@ def test_damaged_checkpoint_is_a_one_line_error(trained, tmp_path, name, mutate,
 
 
 def test_a_run_recording_the_older_fingerprint_loads_and_resumes(trained, tmp_path):
-    """Runs saved before 2026-11-25 recorded their chain by the hash of its β values (not portable between
+    """Runs saved before 2026-11-24 20:00 recorded their chain by the hash of its β values (not portable between
     machines, see DiscreteVP.fingerprint): on the machine that computed it they still load and resume."""
     run = Path(shutil.copytree(trained, tmp_path / "old"))
     path = load_denoiser(run)[0].path
@@ -337,6 +337,19 @@ def test_a_run_recording_the_older_fingerprint_loads_and_resumes(trained, tmp_pa
     load_denoiser(run)
     train(None, resume=run, overrides={"optim.steps": 12}, progress=False)
     assert load_checkpoint(run).state["step"] == 12
+
+
+def test_a_run_recorded_before_optim_betas_resumes_with_the_betas_it_trained_with(trained, tmp_path):
+    """A checkpoint whose config predates optim.betas trained with AdamW's (0.9, 0.999), the default then: it
+    resumes with them, not with today's default β2 = 0.95, and its next checkpoint records them."""
+    run = Path(shutil.copytree(trained, tmp_path / "old"))
+    edit_json("config.json", lambda d: d["optim"].pop("betas") and None)(run / CK)
+    edit_json("state.json", lambda d: d["optim"]["param_groups"][0].update(betas=[0.9, 0.999]))(run / CK)
+    assert load_checkpoint(run).config["optim"]["betas"] == [0.9, 0.999]
+    train(None, resume=run, overrides={"optim.steps": 12}, progress=False)
+    ck = load_checkpoint(run)
+    assert ck.state["step"] == 12 and ck.config["optim"]["betas"] == [0.9, 0.999]
+    assert ck.state["optim"]["param_groups"][0]["betas"] == [0.9, 0.999]
 
 
 def test_the_good_run_loads_and_resumes(trained, tmp_path):

@@ -10,8 +10,8 @@ from dataclasses import fields
 
 import pytest
 
-from kuosan.config import (FLAT_KEYS, KEYS, TABLES, Config, ConfigError, apply_overrides, from_dict, load_config,
-                           migrate_flat, set_key, to_dict, to_toml)
+from kuosan.config import (FLAT_KEYS, KEYS, TABLES, Config, ConfigError, apply_overrides, fill_retired_defaults,
+                           from_dict, load_config, migrate_flat, set_key, to_dict, to_toml)
 from kuosan.objectives import LOSS_TYPES
 from kuosan.objectives.timesteps import TIME_SAMPLINGS
 from kuosan.objectives.weighting import WEIGHTINGS
@@ -39,7 +39,12 @@ def test_defaults_are_todays():
     o = c.optim
     assert (o.steps, o.batch_size, o.lr, o.min_lr, o.warmup, o.weight_decay, o.grad_clip, o.ema_decay, o.ema_warmup) \
         == (1000, 128, 3e-3, 1e-4, 100, 0.0, 1.0, 0.99, True)
-    assert o.betas == (0.9, 0.999)  # AdamW's betas before they became a key: old runs resume with them
+    assert o.betas == (0.9, 0.95)  # since 2026-11-24 20:30; runs recorded before the key existed keep (0.9, 0.999):
+    assert fill_retired_defaults(to_dict(c))["optim"]["betas"] == [0.9, 0.95]  # a recorded key is kept
+    old = to_dict(c)
+    del old["optim"]["betas"]
+    assert from_dict(fill_retired_defaults(old)).optim.betas == (0.9, 0.999)
+    assert "betas" not in old["optim"]  # a copy
     lg = c.log
     assert (lg.out, lg.log_every, lg.val_every, lg.sample_every, lg.ckpt_every, lg.n_samples, lg.sample_steps) == \
         ("", 50, 500, 0, 500, 64, 50)

@@ -90,10 +90,11 @@ def load_checkpoint(path: str | Path, *, with_optim: bool = True) -> Checkpoint:
     if not isinstance(config, dict):
         raise CheckpointError(f"checkpoint {str(p)!r}: config.json must hold tables of keys, got "
                               f"{type(config).__name__}")
-    if version == 1:
-        from ..config import migrate_flat
+    from ..config import fill_retired_defaults, migrate_flat
 
+    if version == 1:
         config = migrate_flat(config, where=f"checkpoint {str(p)!r}")
+    config = fill_retired_defaults(config)  # keys added since it was written: the values it trained with
     t = {name: read_tensors(p / name, "checkpoint file") for name in sorted(wanted)}
     optim = None
     if "optim.safetensors" in t:

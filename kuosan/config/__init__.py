@@ -24,6 +24,7 @@ Public API (stable; the CLI is built on it):
   apply_overrides(cfg, ["net.channels=64", ...] | {"net.channels": 64}) -> Config
   to_dict(cfg) -> dict (nested), to_toml(cfg) -> str
   migrate_flat(d) -> dict     the pre-redesign flat format (``schedule``, ``target``, ...) as a nested dict
+  fill_retired_defaults(d)    a run's recorded config with keys it predates set to what it trained with
   path_kwargs(cfg.path) -> dict     the keyword arguments of ``kuosan.paths.make_path`` for the [path] table
 Unknown tables and keys are errors with a suggestion: ``unknown config key 'net.chanels' (did you mean
 'net.channels'?)``. Nothing validates across tables except ``Config.validate``.
@@ -31,7 +32,7 @@ Modules: tables.py (the dataclasses, KEYS), values.py (reading, overrides, TOML)
 format), checks.py (``Config.validate``).
 """
 
-from .migrate import FLAT_KEYS, migrate_flat
+from .migrate import FLAT_KEYS, RETIRED_DEFAULTS, fill_retired_defaults, migrate_flat
 from .tables import (CONSISTENCY_KEYS, KEYS, PATH_KEYS, TABLES, Config, ConfigError, ConsistencyConfig, DataConfig,
                      KeySpec, LogConfig, NetConfig, ObjectiveConfig, OptimConfig, PathConfig, RunConfig, path_kwargs)
 from .values import (apply_overrides, from_dict, is_flat, load_config, normalise, overrides_set, set_key, to_dict,
@@ -39,5 +40,5 @@ from .values import (apply_overrides, from_dict, is_flat, load_config, normalise
 
 __all__ = ["CONSISTENCY_KEYS", "ConsistencyConfig", "FLAT_KEYS", "KEYS", "PATH_KEYS", "TABLES", "Config", "ConfigError",
            "DataConfig", "KeySpec", "LogConfig", "NetConfig", "ObjectiveConfig", "OptimConfig", "PathConfig",
-           "RunConfig", "apply_overrides", "from_dict", "is_flat", "load_config", "migrate_flat", "normalise",
-           "overrides_set", "path_kwargs", "set_key", "to_dict", "to_toml"]
+           "RETIRED_DEFAULTS", "RunConfig", "apply_overrides", "fill_retired_defaults", "from_dict", "is_flat",
+           "load_config", "migrate_flat", "normalise", "overrides_set", "path_kwargs", "set_key", "to_dict", "to_toml"]

@@ -1,5 +1,6 @@
 """The pre-redesign flat config (one 44-key dataclass, ``schedule``, ``target``, ``importance_sampling``, ...)
-mapped onto the nested tables: old config files and run folders keep loading."""
+mapped onto the nested tables: old config files and run folders keep loading; and the values that keys added
+later had before they existed, for the records of runs that trained before them."""
 
 from __future__ import annotations
 
@@ -24,6 +25,23 @@ FLAT_KEYS: dict[str, str] = {
     **{k: f"run.{k}" for k in ("precision", "seed", "device", "threads")},
     **{k: f"log.{k}" for k in ("out", "log_every", "val_every", "sample_every", "ckpt_every", "n_samples",
                               "sample_steps")}}
+
+
+# (table, key, the value the trainer used before the key existed): a run's recorded config (a checkpoint's
+# config.json, a run folder's config.toml) lacks such a key only when it trained before the key was added, and it
+# trained with that value, not with today's default. optim.betas: AdamW's betas were (0.9, 0.999) until the key
+# came (2026-11-24 17:00), and stayed the default until 20:30 that day, when β2 = 0.95 became it.
+RETIRED_DEFAULTS: tuple[tuple[str, str, Any], ...] = (("optim", "betas", [0.9, 0.999]),)
+
+
+def fill_retired_defaults(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A run's recorded nested config with the keys it predates set to the values it trained with (a copy)."""
+    out = {k: dict(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+    for table, key, value in RETIRED_DEFAULTS:
+        tab = out.setdefault(table, {})
+        if isinstance(tab, dict):
+            tab.setdefault(key, value)
+    return out
 
 
 def migrate_flat(d: Mapping[str, Any], where: str = "config") -> dict[str, Any]:

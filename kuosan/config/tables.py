@@ -135,8 +135,9 @@ class OptimConfig:
     min_lr: float = _f(1e-4, "learning rate at the end of the cosine decay")
     warmup: int = _f(100, "linear warm-up steps")
     weight_decay: float = _f(0.0, "AdamW weight decay")
-    betas: tuple[float, float] = _f((0.9, 0.999), "AdamW's (β1, β2), each in [0, 1): decay rates of the gradient's "
-                                                    "first and second moment estimates")
+    betas: tuple[float, float] = _f((0.9, 0.95), "AdamW's (β1, β2), each in [0, 1): decay rates of the gradient's "
+                                                   "first and second moment estimates (β2 was 0.999 until "
+                                                   "2026-11-24 20:30)")
     grad_clip: float = _f(1.0, "clip the gradient norm to this (0 disables)")
     ema_decay: float = _f(0.99, "EMA decay (short runs: a ~100-step horizon)")
     ema_warmup: bool = _f(True, "warm the EMA decay up as min(d, (1+n)/(10+n))")

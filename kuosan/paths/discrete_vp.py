@@ -151,7 +151,7 @@ class DiscreteVP:
         return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def values_fingerprint(self) -> str:
-        """A short hash of the β values' bytes: what runs and grids saved before 2026-11-25 recorded."""
+        """A short hash of the β values' bytes: what runs and grids saved before 2026-11-24 20:00 recorded."""
         return hashlib.sha1(self.betas.numpy().tobytes()).hexdigest()[:16]
 
     def fingerprint_matches(self, recorded: str | None) -> bool:
