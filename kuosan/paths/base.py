@@ -8,6 +8,8 @@ Every quantity is evaluated in float64, whatever the dtype of t; callers cast on
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from typing import Any, Protocol, runtime_checkable
 
@@ -38,6 +40,11 @@ class Path(Protocol):
     def net_time(self, t: TimeLike) -> Tensor: ...  # the time value a network is given (about 0..1000)
     def spec(self) -> dict[str, Any]: ...  # JSON-able description (saved beside fitted grids)
     def fingerprint(self) -> str: ...  # a short hash: tells whether saved grids belong to this path
+
+
+def spec_fingerprint(spec: dict[str, Any]) -> str:
+    """A short hash of a JSON-able description: what ``Path.fingerprint`` returns for paths defined by parameters."""
+    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def fingerprint_matches(path: Path, recorded: str | None) -> bool:

@@ -7,8 +7,6 @@ differences and against each other.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -17,11 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import TimeLike, f64
-
-
-def _fingerprint(spec: dict[str, Any]) -> str:
-    return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+from .base import TimeLike, f64, spec_fingerprint
 
 
 def _lam(a: Tensor, s: Tensor) -> Tensor:
@@ -79,7 +73,7 @@ class VPCosine:
         return asdict(self)
 
     def fingerprint(self) -> str:
-        return _fingerprint(self.spec())
+        return spec_fingerprint(self.spec())
 
 
 @dataclass(frozen=True)
@@ -136,7 +130,7 @@ class VPLinear:
         return asdict(self)
 
     def fingerprint(self) -> str:
-        return _fingerprint(self.spec())
+        return spec_fingerprint(self.spec())
 
 
 @dataclass(frozen=True)
@@ -184,7 +178,7 @@ class VE:
         return asdict(self)
 
     def fingerprint(self) -> str:
-        return _fingerprint(self.spec())
+        return spec_fingerprint(self.spec())
 
 
 @dataclass(frozen=True)
@@ -228,4 +222,4 @@ class Linear:
         return asdict(self)
 
     def fingerprint(self) -> str:
-        return _fingerprint(self.spec())
+        return spec_fingerprint(self.spec())

@@ -13,7 +13,7 @@ that diffusers' ``sigmoid`` β schedule is a different one (β itself follows a 
 from __future__ import annotations
 
 import hashlib
-import json
+import inspect
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -21,7 +21,7 @@ from typing import Any, Literal, get_args
 import torch
 from torch import Tensor
 
-from .base import TimeLike, f64
+from .base import TimeLike, f64, spec_fingerprint
 
 BetaKind = Literal["linear", "scaled_linear", "cosine", "sigmoid"]
 BETA_KINDS: tuple[str, ...] = get_args(BetaKind)
@@ -146,9 +146,8 @@ class DiscreteVP:
         so a run trained on one machine was refused on another (``values_fingerprint`` keeps that hash)."""
         if self.schedule == "custom":
             return self.values_fingerprint()
-        spec = {"schedule": self.schedule, "T": self.T, "zero_terminal_snr": self.zero_terminal_snr,
-                "params": dict(self.params)}
-        return hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+        return spec_fingerprint({"schedule": self.schedule, "T": self.T, "zero_terminal_snr": self.zero_terminal_snr,
+                                 "params": dict(self.params)})
 
     def values_fingerprint(self) -> str:
         """A short hash of the β values' bytes: what runs and grids saved before 2026-11-24 20:00 recorded."""
@@ -216,5 +215,7 @@ def discrete_vp(kind: str = "linear", T: int = 1000, *, zero_terminal_snr: bool 
     betas = BETA_FNS[kind](T, **kw)
     if zero_terminal_snr:
         betas = rescale_zero_terminal_snr(betas)
-    return DiscreteVP(betas, schedule=kind, zero_terminal_snr=zero_terminal_snr,
-                      params=tuple(sorted((k, float(v)) for k, v in kw.items())))
+    # every argument of the β function, defaults included: one chain, one fingerprint, however it was spelled
+    defaults = {k: v.default for k, v in inspect.signature(BETA_FNS[kind]).parameters.items() if k != "T"}
+    params = tuple(sorted((k, float(v)) for k, v in {**defaults, **kw}.items()))
+    return DiscreteVP(betas, schedule=kind, zero_terminal_snr=zero_terminal_snr, params=params)

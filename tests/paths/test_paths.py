@@ -238,7 +238,8 @@ def test_fingerprints():
     """A named discrete chain hashes its definition (schedule, T, zero_terminal_snr, β-function arguments), a custom
     one its β values; continuous paths hash their spec. Different paths differ, equal paths agree."""
     d = discrete_vp("linear", 1000)
-    definition = {"schedule": "linear", "T": 1000, "zero_terminal_snr": False, "params": {}}
+    definition = {"schedule": "linear", "T": 1000, "zero_terminal_snr": False,
+                  "params": {"beta_start": 1e-4, "beta_end": 0.02}}  # the β function's defaults, spelled out
     assert d.fingerprint() == hashlib.sha1(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:16]
     assert d.values_fingerprint() == hashlib.sha1(d.betas.numpy().tobytes()).hexdigest()[:16]
     custom = DiscreteVP(d.betas)
@@ -251,6 +252,8 @@ def test_fingerprints():
     assert len(prints) == 4 * 2 * 2 + 8
     assert VE(sigma_max=10.0).fingerprint() == make_path("ve", sigma_max=10.0).fingerprint()
     assert discrete_vp("cosine", 50).fingerprint() == discrete_vp("cosine", 50).fingerprint()
+    assert discrete_vp("linear", 1000, beta_end=0.02).fingerprint() == d.fingerprint()  # the default, given
+    assert make_path("discrete_vp", schedule="cosine", s=0.008).fingerprint() == discrete_vp("cosine").fingerprint()
     for kind in PATH_KINDS:
         spec = make_path(kind).spec()
         assert json.loads(json.dumps(spec)) == spec
