@@ -176,6 +176,13 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
             tmp.unlink()
 
 
+def default_grid_of(args: argparse.Namespace, path: Any) -> str:
+    """--grid, else uniform where --spacing was given (it spaces the uniform grid), else the path's default grid."""
+    from ..sampling import default_grid
+
+    return args.grid or ("uniform" if args.spacing is not None else default_grid(path))
+
+
 def add_quiet(p: argparse.ArgumentParser | Any) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

@@ -17,11 +17,11 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .common import (MAX_SAMPLES, UsageError, add_quiet, check_device, n_samples, positive_int, resolve_device,
-                     run_splits, seed_int, write_atomic)
+from .common import (MAX_SAMPLES, UsageError, add_quiet, check_device, default_grid_of, n_samples, positive_int,
+                     resolve_device, run_splits, seed_int, write_atomic)
 
 DEFAULT_N = 2000
-SAMPLER_DEFAULTS = {"sampler": "ddim", "steps": 50, "grid": "uniform"}
+SAMPLER_DEFAULTS = {"sampler": "ddim", "steps": 50}  # the grid: the path's (sampling.default_grid)
 
 
 def add_parser(sub: Any, help: str = "sample quality of a trained run: FD, KID, PRDC, memorisation, exact metrics"
@@ -46,7 +46,7 @@ def add_parser(sub: Any, help: str = "sample quality of a trained run: FD, KID, 
                    help="the sampler (default: ddim)")
     g.add_argument("--steps", type=positive_int, default=None, help="sampling steps (default: 50)")
     g.add_argument("--grid", default=None, choices=GRIDS, metavar="{" + "|".join(GRIDS) + "}",
-                   help="time grid (default: uniform)")
+                   help="time grid (default: karras on the ve path, uniform on every other)")
     g.add_argument("--spacing", default=None, choices=SPACINGS, metavar="{" + "|".join(SPACINGS) + "}",
                    help="spacing of the uniform grid (default: trailing)")
     add_sampler_options(p, samplers, "sampler options (when generating; forwarded only when given)")
@@ -146,8 +146,7 @@ def _generate(args: argparse.Namespace, D: Any, ckpt: Path, shape: tuple[int, ..
     levels = args.sampler == "consistency" and args.grid is None
     for k, v in SAMPLER_DEFAULTS.items():
         setattr(args, k, getattr(args, k) or v)
-    if levels:
-        args.grid = "levels"
+    args.grid = "levels" if levels else default_grid_of(args, D.path)
     spec = _samplers()[args.sampler]
     check_denoiser_kind(D, args.sampler)  # a consistency model runs the consistency sampler only
     opts = sampler_options(args)

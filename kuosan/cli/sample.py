@@ -12,8 +12,8 @@ import argparse
 from typing import Any
 
 from .common import (MAX_SAMPLES, UsageError, add_quiet, any_int, check_device, check_out, check_sample_size,
-                     finite_float, n_samples, nonneg_float, nonneg_int, positive_float, positive_int, resolve_device,
-                     seed_int, write_atomic)
+                     default_grid_of, finite_float, n_samples, nonneg_float, nonneg_int, positive_float, positive_int,
+                     resolve_device, seed_int, write_atomic)
 
 GRIDS = ("uniform", "logsnr", "karras", "optimised")
 DEFAULT_STEPS = 50
@@ -133,7 +133,8 @@ def add_parser(sub: Any, help: str) -> None:
     g.add_argument("--steps", type=positive_int, default=None,
                    help=f"sampling steps (default: {DEFAULT_STEPS}; {CONSISTENCY_STEPS} for a consistency model)")
     g.add_argument("--grid", default=None, choices=GRIDS, metavar="{" + "|".join(GRIDS) + "}",
-                   help="time grid (default: uniform; the consistency sampler: its default noise levels, see "
+                   help="time grid (default: karras on the ve path, uniform on every other; the consistency "
+                        "sampler: its default noise levels, see "
                         "--levels); optimised: fitted for this model, sampler and --steps on calibration draws "
                         "(deterministic samplers), saved with the checkpoint and reused")
     g.add_argument("--levels", type=levels_arg, default=None, metavar="S0,S1,...",
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace) -> int:
         levels_ts = levels_grid(D.path, args.levels)
     elif args.sampler == "consistency" and args.grid is None:
         levels_ts = spec.default_grid(D, args.steps)
-    args.grid = args.grid or ("levels" if levels_ts is not None else "uniform")
+    args.grid = "levels" if levels_ts is not None else default_grid_of(args, D.path)
     shape = (args.n, *meta["shape"])
     check_sample_size(args.n, tuple(meta["shape"]), out)
     if opts.get("variance") == "learned_range" and not getattr(D, "learns_variance", False):

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path as FilePath
 from typing import Any
 
-from .common import UsageError, bounded_int, check_out, seed_int, write_atomic
+from .common import UsageError, bounded_int, check_out, default_grid_of, seed_int, write_atomic
 
 WHAT = {  # subcommand -> help
     "curve": "a smooth curve (or your 1-D signal) diffusing step by step beside the histogram of its values",
@@ -69,7 +69,8 @@ def _sampler_options(p: Any) -> None:
     g.add_argument("--sampler", default="ddim", choices=names, metavar="{" + "|".join(names) + "}",
                    help="the sampler (default: ddim)")
     g.add_argument("--steps", type=bounded_int(1, 1000), default=20, help="sampling steps (default: 20)")
-    g.add_argument("--grid", default="uniform", choices=GRIDS, help="time grid (default: uniform)")
+    g.add_argument("--grid", default=None, choices=GRIDS,
+                   help="time grid (default: karras on the ve path, uniform on every other)")
     g.add_argument("--spacing", default=None, choices=("leading", "trailing", "linspace"),
                    help="--grid uniform: its spacing (default: trailing)")
     add_sampler_options(p, {k: v for k, v in s.items() if k in names}, "sampler options (forwarded when given)")
@@ -148,14 +149,14 @@ def _path_or_run(args: Any) -> tuple[Any, Any]:
     return run["path"], run
 
 
-def _sampler_opts(args: Any) -> dict[str, Any]:
+def _sampler_opts(args: Any, path: Any) -> dict[str, Any]:
     from .sample import sampler_options
 
-    if args.spacing is not None and args.grid != "uniform":
+    if args.spacing is not None and args.grid not in (None, "uniform"):
         raise UsageError(f"--spacing applies only to --grid uniform, not --grid {args.grid}")
     if args.analytic_n is not None:
         raise UsageError("--analytic-n applies to --variance analytic, which kuosan viz does not take")
-    return dict(grid=args.grid, spacing=args.spacing or "trailing", options=sampler_options(args))
+    return dict(grid=default_grid_of(args, path), spacing=args.spacing or "trailing", options=sampler_options(args))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -245,7 +246,7 @@ def _states(args: Any, run: Any) -> dict[str, Any]:
 
     n = args.n
     return sampler_states(run["D"], args.sampler, args.steps, (n, *run["meta"]["shape"]), seed=args.seed,
-                          **_sampler_opts(args))
+                          **_sampler_opts(args, run["path"]))
 
 
 def _trajectory(args: Any, out: FilePath, gif: FilePath | None) -> dict[str, Any]:
@@ -281,8 +282,8 @@ def _denoise(args: Any, out: FilePath, gif: Any) -> dict[str, Any]:
         raise UsageError(f"denoise needs an image model; run {args.run!r} has vector data (for 2-D data: kuosan viz "
                          "trajectory)")
     data = denoise.denoise_story(_states(args, r), r["path"], args.columns)
-    write_atomic(out, lambda tmp: denoise.draw_denoise(
-        data, tmp, f"{FilePath(args.run).name}: {args.sampler}, {args.steps} steps, {args.grid} grid"))
+    title = f"{FilePath(args.run).name}: {args.sampler}, {args.steps} steps, {default_grid_of(args, r['path'])} grid"
+    write_atomic(out, lambda tmp: denoise.draw_denoise(data, tmp, title))
     return data
 
 

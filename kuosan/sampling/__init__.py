@@ -18,8 +18,8 @@ from .dpm_solver import dpm_solver_2s, dpmpp, psi
 from .consistency import consistency, default_levels, levels_grid
 from .draw import NonFiniteSamplesError, WrongDenoiserError, check_denoiser_kind, sample
 from .edm import euler, heun
-from .grids import (GRID_KINDS, SPACINGS, check_grid, check_steps, default_t_min, karras_grid, logsnr_grid, make_grid,
-                    uniform_grid)
+from .grids import (GRID_KINDS, SPACINGS, check_grid, check_steps, default_grid, default_t_min, karras_grid,
+                    logsnr_grid, make_grid, uniform_grid)
 from .inversion import ddim_invert
 from .noise import NoiseSource, row_seed
 from .ode import ode
@@ -31,6 +31,6 @@ from . import tuning  # noqa: E402  (last: it registers the bespoke solver with 
 
 __all__ = ["GRID_KINDS", "SAMPLERS", "SPACINGS", "NoiseSource", "NonFiniteSamplesError", "SamplerSpec",
            "WrongDenoiserError", "check_denoiser_kind", "check_grid", "check_options", "check_steps", "consistency",
-           "ddim", "ddim_invert", "ddpm", "default_levels", "default_t_min", "dpm_solver_2s", "dpmpp", "euler",
-           "get_sampler", "heun", "karras_grid", "levels_grid", "logsnr_grid", "make_grid", "ode", "pc", "psi",
-           "register", "row_seed", "sample", "sde", "tuning", "uniform_grid", "unipc"]
+           "ddim", "ddim_invert", "ddpm", "default_grid", "default_levels", "default_t_min", "dpm_solver_2s", "dpmpp",
+           "euler", "get_sampler", "heun", "karras_grid", "levels_grid", "logsnr_grid", "make_grid", "ode", "pc",
+           "psi", "register", "row_seed", "sample", "sde", "tuning", "uniform_grid", "unipc"]

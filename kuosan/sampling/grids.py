@@ -144,6 +144,17 @@ def karras_grid(path: Path, steps: int, *, rho: float = 7.0, t_min: float | None
     return _finish(path, path.t_of_log_snr(-2 * sig.log()), t_start)
 
 
+def default_grid(path: Path) -> GridKind:
+    """The grid kind used where none is asked for: ``karras`` on the VE path (Karras et al. 2022 Eq. (5)), uniform
+    (trailing) on every other path.
+
+    Uniform steps in t = σ̃ from σ_max = 80 spend the budget at large σ̃ and end with one denoise at σ̃ = 80/N:
+    on an EDM-trained digits model 10 DDIM steps gave FD 22.9 there against 0.98 on the Karras grid; on the
+    cosine chain and the flow path the uniform grid was the best fixed grid at 3 to 20 steps (README, "Default
+    grids")."""
+    return "karras" if path.kind == "ve" else "uniform"
+
+
 def make_grid(path: Path, steps: int, kind: str = "uniform", spacing: str = "trailing", **kw: Any) -> Tensor:
     """The grid called ``kind`` (one of GRID_KINDS) with ``steps`` model times; ``spacing`` for uniform grids.
 

@@ -20,8 +20,8 @@ StepHook = Callable[[int, Tensor, Tensor], None]  # (step index i, x after the s
 
 def draw(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, grid: str | None = None, seed: int = 0,
          cond: dict[str, Tensor] | None = None, device: str = "cpu", on_step: StepHook | None = None) -> Tensor:
-    """Samples (shape[0], *shape[1:]) on the CPU; ``grid`` None is the sampler's default (uniform for most);
-    ``on_step(i, x, x̂_0)`` after step i = 0..steps-1, with CPU copies."""
+    """Samples (shape[0], *shape[1:]) on the CPU; ``grid`` None is the default (the sampler's, else the path's:
+    karras on VE, uniform elsewhere); ``on_step(i, x, x̂_0)`` after step i = 0..steps-1, with CPU copies."""
 
     def callback(i: int, x: Tensor, x0: Tensor) -> None:
         if on_step is not None:

@@ -38,7 +38,7 @@ class GenerateRequest(BaseModel):
 
     sampler: str = Field("ddim", max_length=32)
     steps: int = Field(20, ge=1, le=MAX_STEPS, strict=True)
-    grid: GridKind | None = None  # None: the sampler's default grid (uniform for all but consistency sampling)
+    grid: GridKind | None = None  # None: the sampler's default grid, else the path's (sampling.default_grid)
     n: int = Field(16, ge=1, le=MAX_BATCH, strict=True)
     seed: int = Field(0, ge=0, le=MAX_SEED, strict=True)
     label: int | None = Field(None, ge=0, strict=True)

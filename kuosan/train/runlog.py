@@ -151,16 +151,17 @@ def write_picture(out: Path, draw: Callable[[Path], None]) -> None:
 
 @torch.no_grad()
 def sample_preview(D: Any, shape: list[int], n: int, steps: int, seed: int, device: torch.device) -> Tensor:
-    """n samples with DDIM (η = 0) on the trailing uniform grid from a fixed seed; (n, *shape) on the CPU. A
-    consistency model: multistep consistency sampling on its default levels, at most 2 steps."""
-    from ..sampling import ddim, sample, uniform_grid
+    """n samples with DDIM (η = 0) on the path's default grid (``default_grid``: karras on the VE path, trailing
+    uniform elsewhere) from a fixed seed; (n, *shape) on the CPU. A consistency model: multistep consistency sampling
+    on its default levels, at most 2 steps."""
+    from ..sampling import ddim, default_grid, make_grid, sample
 
     if getattr(D, "kind", None) == "consistency":
         return sample(D, "consistency", (n, *shape), min(2, steps), seed=seed, device=device)
     g = torch.Generator().manual_seed(seed)
     x = (torch.randn((n, *shape), generator=g) * D.path.prior_std).to(device)
     T = getattr(D.path, "T", None)  # a discrete chain has at most T distinct steps
-    ts = uniform_grid(D.path, min(steps, T) if T is not None else steps, "trailing")
+    ts = make_grid(D.path, min(steps, T) if T is not None else steps, default_grid(D.path))
     return ddim(D, x, ts).cpu()
 
 

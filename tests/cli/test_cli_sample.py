@@ -228,3 +228,16 @@ def test_ctrl_c_is_one_line_and_exit_130(tiny_run, tmp_path):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and err.strip() == "kuosan: interrupted", err
     assert not (tmp_path / "x.npz").exists()
+
+
+def test_the_default_grid_is_the_paths(tiny_run, tmp_path, capsys):
+    """No --grid: karras on an EDM (ve) run, uniform on the digits (vp) run; --spacing alone means the uniform grid."""
+    from cli_helpers import TINY
+
+    edm = tmp_path / "edm"
+    assert main(["train", *TINY, "--process", "edm", "--steps", "2", "--out", str(edm)]) == 0
+    capsys.readouterr()
+    cases = [(edm, [], "karras"), (edm, ["--spacing", "trailing"], "uniform"), (tiny_run, [], "uniform")]
+    for run, extra, grid in cases:
+        _sample(run, tmp_path, "x.npz", "--steps", "3", "--n", "2", *extra)
+        assert f"ddim on the {grid} grid: 3 steps" in capsys.readouterr().out

@@ -66,6 +66,7 @@ def test_vector_run_report_with_exact_metrics(ring_run, tmp_path, capsys):
     assert r["features"]["kind"] == "identity" and r["features"]["dim"] == 2
     assert r["n"] == {"samples": 300, "train": 570, "heldout": 30}
     assert r["generation"]["sampler"] == "ddim" and r["generation"]["nfe"] == 5
+    assert r["generation"]["grid"] == "uniform"  # the vp path's default grid (karras on ve: test_cli_sample)
     for key in ("fd", "kid", "precision", "recall", "density", "coverage", "near_copies"):
         assert r["metrics"][key]["model"] is not None and r["metrics"][key]["baseline"] is not None
     for key in ("nll_true_density", "w2", "mmd2", "energy_distance", "mode_weights_tv"):

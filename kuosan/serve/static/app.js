@@ -33,7 +33,7 @@ async function init() {
     ` — at most ${info.limits.max_steps} steps and ${info.limits.max_batch} samples`;
   for (const s of info.samplers) option($("sampler"), s.name, s.name);
   $("sampler").value = info.default_sampler;
-  option($("grid"), "", "sampler's default");
+  option($("grid"), "", "default (karras on ve, else uniform)");
   for (const g of info.limits.grids) option($("grid"), g, g);
   $("pictures").textContent = info.pictures.length ? "the run's pictures: " : "";
   for (const p of info.pictures) {
