@@ -177,10 +177,10 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 
 def default_grid_of(args: argparse.Namespace, path: Any) -> str:
-    """--grid, else uniform where --spacing was given (it spaces the uniform grid), else the path's default grid."""
-    from ..sampling import default_grid
+    """The grid of --grid and --spacing on ``path`` (``sampling.grids.grid_kind``)."""
+    from ..sampling.grids import grid_kind
 
-    return args.grid or ("uniform" if args.spacing is not None else default_grid(path))
+    return grid_kind(path, args.grid, args.spacing)
 
 
 def add_quiet(p: argparse.ArgumentParser | Any) -> None:

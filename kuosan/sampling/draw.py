@@ -15,7 +15,7 @@ from torch import Tensor
 from ..denoiser import Counting, Denoiser
 from ..paths import PathError
 from .common import Callback
-from .grids import check_grid, default_grid, make_grid
+from .grids import check_grid, grid_kind, make_grid
 from .noise import NoiseSource, check_seed
 from .registry import check_options, get_sampler
 
@@ -43,15 +43,15 @@ def _check_count(value: Any, what: str) -> int:
 
 
 def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, seed: int = 0, batch_size: int = 256,
-           device: torch.device | str = "cpu", grid: str | None = None, spacing: str = "trailing",
+           device: torch.device | str = "cpu", grid: str | None = None, spacing: str | None = None,
            ts: Tensor | None = None, cond: dict[str, Tensor] | None = None, progress: bool = False,
            stats: dict[str, Any] | None = None, first_index: int = 0, dtype: torch.dtype = torch.float32,
            callback: Callback | None = None, **options: Any) -> Tensor:
     """shape[0] samples (returned on the CPU) with the sampler called ``sampler`` and ``steps`` steps.
 
-    The grid is ``ts`` if given (it must have steps + 1 points), else ``make_grid(D.path, steps, grid, spacing)``;
-    with no ``grid``, the sampler's own default grid (the consistency sampler's noise levels), else the path's
-    (``default_grid``: karras on the VE path, uniform elsewhere).
+    The grid is ``ts`` if given (it must have steps + 1 points), else ``make_grid(D.path, steps, grid, spacing)``
+    (spacing default trailing); with no ``grid``, the sampler's own default grid (the consistency sampler's noise
+    levels), else uniform if a ``spacing`` is given, else the path's (``default_grid``: karras on VE, else uniform).
     ``cond`` holds per-sample tensors (shape[0], ...), sliced per batch. ``options`` go to the sampler; one it does
     not take is a ValueError (None means "not given"). ``callback(i, x, x̂_0)`` is passed to the sampler (once per
     step; a tensor it returns replaces x). ``stats``, if given, receives ``grid``, ``nfe`` (network evaluations of
@@ -73,7 +73,7 @@ def sample(D: Denoiser, sampler: str, shape: tuple[int, ...], steps: int, *, see
     n = shape[0]
     if ts is None:
         ts = spec.default_grid(D, steps) if (grid is None and spec.default_grid is not None) else \
-            make_grid(D.path, steps, grid or default_grid(D.path), spacing)
+            make_grid(D.path, steps, grid_kind(D.path, grid, spacing), spacing or "trailing")
     else:
         ts = torch.as_tensor(ts, dtype=torch.float64)
         if ts.ndim != 1 or ts.numel() != steps + 1:

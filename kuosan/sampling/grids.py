@@ -155,6 +155,12 @@ def default_grid(path: Path) -> GridKind:
     return "karras" if path.kind == "ve" else "uniform"
 
 
+def grid_kind(path: Path, grid: str | None, spacing: str | None) -> str:
+    """The grid a caller asked for: ``grid``, else uniform where a ``spacing`` was given (it spaces the uniform
+    grid; never dropped in favour of another grid), else the path's ``default_grid``."""
+    return grid or ("uniform" if spacing is not None else default_grid(path))
+
+
 def make_grid(path: Path, steps: int, kind: str = "uniform", spacing: str = "trailing", **kw: Any) -> Tensor:
     """The grid called ``kind`` (one of GRID_KINDS) with ``steps`` model times; ``spacing`` for uniform grids.
 

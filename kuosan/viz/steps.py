@@ -17,13 +17,14 @@ NEEDS_FITTING = {"bespoke": "fitted solver coefficients"}
 
 
 def sampler_states(D: Denoiser, sampler: str, steps: int, shape: tuple[int, ...], *, seed: int = 0,
-                   grid: str | None = None, spacing: str = "trailing", options: Mapping[str, Any] | None = None,
+                   grid: str | None = None, spacing: str | None = None, options: Mapping[str, Any] | None = None,
                    cond: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """Run ``sampler`` on shape[0] samples; returns ts (N+1,) the grid, x (N+1, *shape) the states at ts
     (x[0] = x_T, x[N] the samples) and x0 (N, *shape) the denoiser's x̂_0 at ts[0..N-1] (float32, CPU).
-    Sample i starts from the noise stream (seed, i), exactly as ``sample()`` draws it; no ``grid``: the path's
-    default grid (``default_grid``)."""
-    from ..sampling import NoiseSource, check_options, default_grid, get_sampler, make_grid
+    Sample i starts from the noise stream (seed, i), exactly as ``sample()`` draws it; grid and spacing as
+    ``sample()`` takes them."""
+    from ..sampling import NoiseSource, check_options, get_sampler, make_grid
+    from ..sampling.grids import grid_kind
 
     spec = get_sampler(sampler)
     if sampler in NEEDS_FITTING:
@@ -34,7 +35,7 @@ def sampler_states(D: Denoiser, sampler: str, steps: int, shape: tuple[int, ...]
     if reason is not None:
         raise PathError(f"sampler {sampler!r} cannot run on this model's {D.path.kind} path: {reason}")
     opts = check_options(spec, dict(options or {}))
-    ts = make_grid(D.path, steps, grid or default_grid(D.path), spacing)
+    ts = make_grid(D.path, steps, grid_kind(D.path, grid, spacing), spacing or "trailing")
     n = shape[0]
     noise = NoiseSource(seed, 0, n)
     x_T = D.path.prior_std * noise(torch.empty(shape, dtype=torch.float32))

@@ -175,6 +175,15 @@ def test_sample_without_a_grid_uses_the_paths_default(kind):
     assert torch.equal(stats["grid"], make_grid(path, 10, default_grid(path)))
 
 
+def test_a_spacing_without_a_grid_means_the_uniform_grid_never_the_default():
+    path, stats = make_path("ve"), {}
+    D = ExactDenoiser(ring(), path)
+    sample(D, "ddim", (4, 2), 10, spacing="trailing", stats=stats)
+    assert torch.equal(stats["grid"], uniform_grid(path, 10))
+    with pytest.raises(PathError, match="discrete"):  # refused, not dropped for the Karras grid
+        sample(D, "ddim", (4, 2), 10, spacing="leading")
+
+
 def test_the_ve_default_grid_reaches_the_exact_endpoint_where_uniform_steps_do_not():
     """Exact ring mixture on the VE path, 10 DDIM steps from σ̃ = 80: uniform steps in σ̃ end with one denoise at
     σ̃ = 8 (RMSE ~1.2 to the exact PF-ODE endpoint, whose RMS is 1.4); the Karras grid gets within ~0.05."""
