@@ -50,6 +50,15 @@ def test_unet_throughput_quick(capsys: pytest.CaptureFixture[str]) -> None:
     assert all(len(p) == 1 for p in peaks.values())  # one peak a dtype, fp32 rows against fp32's
     assert f"fp32 {next(iter(peaks['fp32'])):.1f} GFLOP/s" in out
     assert "samples/s" in out and "% peak" in out and "threads: 1" in out
+    assert "(matmul " in out and ", conv " in out  # both candidates of the peak are printed
+
+
+def test_peak_is_the_better_of_matmul_and_convolution() -> None:
+    """On the CPU torch's matmul (MKL) and convolution (oneDNN) are different kernels; the peak is the faster one."""
+    mod = _load("unet_throughput")
+    best, mm, conv = mod.peak(torch.device("cpu"), torch.float32, mod.DEFAULTS["quick"])
+    assert mm > 0 and conv > 0 and best == max(mm, conv)
+    assert mod.conv_peak(torch.device("cpu"), torch.float32, 8, 1) > 0
 
 
 def test_unet_throughput_cifar_mfu(capsys: pytest.CaptureFixture[str]) -> None:
